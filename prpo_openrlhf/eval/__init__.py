@@ -1,0 +1,1 @@
+"""Evaluation: benchmarks, pass@k, reports."""

@@ -1,0 +1,1 @@
+"""Single-machine trainer: the embedded default for a first run, CI and small experiments."""

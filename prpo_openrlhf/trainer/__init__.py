@@ -1,0 +1,1 @@
+"""PRPOExperienceMaker and PRPOTrainer: subclasses of OpenRLHF 0.11.2."""
