@@ -1,0 +1,115 @@
+"""The flags PRPO adds to OpenRLHF's train_ppo_ray: ``--prm.*``, ``--prpo.*``, new estimators."""
+from __future__ import annotations
+
+import argparse
+
+# Estimators that need process rewards, computed by prpo_openrlhf.algorithms.advantages.
+PRM_ESTIMATORS = ("prpo", "prm_avg", "prm_avg_prpo", "pure", "process_only")
+SPLITS = ("entropy", "uniform", "random", "newline")
+
+
+def add_estimators(parser: argparse.ArgumentParser) -> None:
+    """Extend the choices of upstream's ``--algo.advantage.estimator`` with PRPO's."""
+    action = next(a for a in parser._actions if a.dest == "algo.advantage.estimator")
+    action.choices = list(action.choices) + [e for e in PRM_ESTIMATORS if e not in action.choices]
+    action.help += "; PRPO adds: " + ", ".join(PRM_ESTIMATORS) + " (they need --prm.*)"
+
+
+def add_prm_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("PRM (process reward model), on its own GPUs")
+    g.add_argument("--prm.model_name_or_path", type=str, default=None,
+                   help="PRM checkpoint in the Qwen2ForProcessRewardModel layout, e.g. Qwen/Qwen2.5-Math-PRM-7B")
+    g.add_argument("--prm.remote_url", type=str, default=None,
+                   help="URL of a shared `prpo-serve-prm` service instead of a local PRM actor group")
+    g.add_argument("--prm.auth_token_env", type=str, default="PRPO_PRM_TOKEN",
+                   help="environment variable holding the service's bearer token (never a flag: it would be logged)")
+    g.add_argument("--prm.num_nodes", type=int, default=1, help="nodes for the PRM actor group")
+    g.add_argument("--prm.num_gpus_per_node", type=int, default=1, help="GPUs per node for the PRM (one actor each)")
+    g.add_argument("--prm.backend", choices=("vllm", "hf"), default="vllm", help="PRM scoring backend")
+    g.add_argument("--prm.dtype", choices=("bf16", "fp32"), default="bf16")
+    g.add_argument("--prm.max_tokens_per_batch", type=int, default=32768,
+                   help="token budget of one hf-backend PRM batch (responses are sorted by length and packed)")
+    g.add_argument("--prm.max_len", type=int, default=4096,
+                   help="PRM position limit; segments past it get --prpo.prior_mean and are counted")
+    g.add_argument("--prm.step_tag", type=str, default="<extra_0>", help="step tag token of the PRM")
+    g.add_argument("--prm.system_prompt", type=str,
+                   default="Please reason step by step, and put your final answer within \\boxed{}.")
+    g.add_argument("--prm.max_failures", type=int, default=3,
+                   help="PRM actor failures tolerated within one step before the run stops")
+    g.add_argument("--prm.timeout_s", type=float, default=600.0, help="timeout of one PRM scoring call")
+
+
+def add_prpo_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("PRPO")
+    g.add_argument("--prpo.split", choices=SPLITS, default="entropy",
+                   help="how responses are cut into segments (paper Table 4: entropy, uniform, random)")
+    g.add_argument("--prpo.k", type=int, default=5, help="max entropy spikes (branches) per response")
+    g.add_argument("--prpo.min_gap", type=int, default=10, help="min tokens between two cuts (m)")
+    g.add_argument("--prpo.normalization", choices=("prior", "relative"), default="prior",
+                   help="process z-score with the fixed U[0,1] prior, or with the group's PRM statistics")
+    g.add_argument("--prpo.prior_mean", type=float, default=0.5)
+    g.add_argument("--prpo.prior_std", type=float, default=0.289)
+    g.add_argument("--prpo.entropy_source", choices=("vllm", "actor"), default="vllm",
+                   help="per-token entropy from the vLLM plugin (no extra pass) or from the actor's log-prob pass")
+    g.add_argument("--prpo.length_penalty_threshold", type=int, default=1024,
+                   help="responses longer than this many tokens get -L/scale added to R")
+    g.add_argument("--prpo.length_penalty_scale", type=float, default=1024.0)
+    g.add_argument("--prpo.grader_timeout", type=float, default=5.0,
+                   help="seconds per answer for the math-verify grader; an overrun counts as wrong and is logged")
+    g.add_argument("--prpo.pure_temperature", type=float, default=0.1, help="PURE's min-form temperature")
+    g.add_argument("--prpo.seed", type=int, default=42, help="seed of the random split ablation")
+
+
+def check_prpo_args(args) -> None:
+    """Cross-flag checks that fail at start-up with a message naming the flags."""
+    estimator = args.algo.advantage.estimator
+    prm = args.prm
+    errors = []
+    if prm.model_name_or_path and prm.remote_url:
+        errors.append("--prm.model_name_or_path and --prm.remote_url are exclusive: a local PRM group or a shared service")
+    if estimator in PRM_ESTIMATORS:
+        if not (prm.model_name_or_path or prm.remote_url):
+            errors.append(f"--algo.advantage.estimator {estimator} needs process rewards: "
+                          "give --prm.model_name_or_path or --prm.remote_url")
+        if args.rollout.n_samples_per_prompt < 2 and estimator != "process_only":
+            errors.append(f"--algo.advantage.estimator {estimator} is group-relative: "
+                          "--rollout.n_samples_per_prompt must be > 1")
+        if args.prpo.entropy_source == "vllm" and not args.vllm.num_engines:
+            errors.append("--prpo.entropy_source vllm needs vLLM rollouts (--vllm.num_engines > 0); "
+                          "or use --prpo.entropy_source actor")
+    if prm.model_name_or_path and prm.num_nodes * prm.num_gpus_per_node < 1:
+        errors.append("--prm.num_nodes x --prm.num_gpus_per_node must be >= 1: the PRM runs on its own GPUs")
+    if args.prpo.k < 1 or args.prpo.min_gap < 1:
+        errors.append("--prpo.k and --prpo.min_gap must be >= 1")
+    if args.prpo.prior_std <= 0:
+        errors.append("--prpo.prior_std must be > 0")
+    if errors:
+        raise SystemExit("train_prpo_ray: invalid arguments:\n  - " + "\n  - ".join(errors))
+
+
+def gpu_demand(args) -> dict:
+    """GPUs each group asks for, as placed by default (separate placement groups)."""
+    demand = {
+        "actor (--actor.*)": args.actor.num_nodes * args.actor.num_gpus_per_node,
+        "vLLM (--vllm.num_engines x --vllm.tensor_parallel_size)": (args.vllm.num_engines or 0)
+        * args.vllm.tensor_parallel_size,
+    }
+    if args.algo.kl.init_coef > 0 and not (args.train.colocate_actor_ref or args.train.colocate_all):
+        demand["reference (--ref.*)"] = args.ref.num_nodes * args.ref.num_gpus_per_node
+    if args.train.colocate_all:
+        demand = {"actor+reference+vLLM, colocated (--train.colocate_all)":
+                  args.actor.num_nodes * args.actor.num_gpus_per_node}
+    if args.prm.model_name_or_path:
+        demand["PRM (--prm.num_nodes x --prm.num_gpus_per_node)"] = args.prm.num_nodes * args.prm.num_gpus_per_node
+    return demand
+
+
+def check_gpu_budget(args, cluster_gpus: float) -> None:
+    """Refuse to start when the PRM's GPUs would have to overlap the policy's."""
+    demand = gpu_demand(args)
+    if sum(demand.values()) > cluster_gpus:
+        lines = "\n  ".join(f"{k}: {v}" for k, v in demand.items())
+        raise SystemExit(
+            f"train_prpo_ray: the groups need {sum(demand.values())} GPUs but the Ray cluster has "
+            f"{cluster_gpus:g}; the PRM never shares the policy's GPUs:\n  {lines}"
+        )

@@ -1,0 +1,53 @@
+"""Ray training entry point: OpenRLHF 0.11.2's ``train_ppo_ray`` plus PRPO.
+
+    ray job submit ... -- python -m prpo_openrlhf.cli.train_prpo_ray <OpenRLHF flags> --prm.* --prpo.*
+
+Every flag of OpenRLHF 0.11.2's train_ppo_ray is accepted with its default and its checks,
+taken from the installed upstream file (see ``_upstream.py``); PRPO's additions are in
+``prpo_flags.py``. ``build_parser()`` returns the full parser, importable for tests and tools.
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+from prpo_openrlhf.cli import prpo_flags
+from prpo_openrlhf.cli._upstream import upstream_finalize, upstream_parser
+
+OUTCOME_REWARD_MODULE = "prpo_openrlhf.trainer.outcome_reward"
+
+
+
+def build_parser():
+    """OpenRLHF 0.11.2's train_ppo_ray parser + ``--prm.*`` + ``--prpo.*`` + PRPO's estimators."""
+    parser = upstream_parser()
+    parser.description = __doc__.splitlines()[0]
+    prpo_flags.add_estimators(parser)
+    prpo_flags.add_prm_args(parser)
+    prpo_flags.add_prpo_args(parser)
+    return parser
+
+
+def parse_args(argv=None):
+    """Parse, run upstream's checks, then PRPO's cross-flag checks; returns hierarchical args."""
+    flat = build_parser().parse_args(argv)
+    if not getattr(flat, "reward.remote_url") and not getattr(flat, "reward.model_name_or_path"):
+        # Default outcome reward for every estimator, so baselines and PRPO see the same R:
+        # math-verify on the last \boxed{}, computed in the rollout workers through
+        # OpenRLHF's own reward-function hook as soon as each sample finishes.
+        setattr(flat, "reward.remote_url", importlib.util.find_spec(OUTCOME_REWARD_MODULE).origin)
+    args = upstream_finalize(flat)
+    prpo_flags.check_prpo_args(args)
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from prpo_openrlhf.trainer.launch import train
+
+    train(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""train_prpo_ray's parser: every upstream flag, PRPO's flags, the example scripts, bad combos."""
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from prpo_openrlhf.cli import prpo_flags
+from prpo_openrlhf.cli._upstream import upstream_parser
+from prpo_openrlhf.cli.train_prpo_ray import build_parser, parse_args
+
+SCRIPTS = sorted((Path(__file__).parents[2] / "examples" / "scripts").glob("train_*.sh"))
+BASE = ["--actor.model_name_or_path", "m", "--vllm.num_engines", "1", "--rollout.n_samples_per_prompt", "4"]
+
+
+def _script_args(script: Path) -> list[str]:
+    out = subprocess.run(["bash", str(script)], capture_output=True, check=True,
+                         env={**os.environ, "PRPO_PRINT_ARGS": "1"})
+    return out.stdout.decode().split("\0")[:-1]
+
+
+def test_parser_keeps_every_upstream_flag_and_default():
+    ours = {a.dest: a for a in build_parser()._actions}
+    upstream = {a.dest: a for a in upstream_parser()._actions}
+    assert len(upstream) > 150
+    for dest, action in upstream.items():
+        assert dest in ours, dest
+        assert ours[dest].default == action.default, dest
+    estimator = ours["algo.advantage.estimator"]
+    assert {"group_norm", "dr_grpo", "reinforce", *prpo_flags.PRM_ESTIMATORS} <= set(estimator.choices)
+    assert {"prm.model_name_or_path", "prm.remote_url", "prpo.k", "prpo.min_gap", "prpo.entropy_source"} <= set(ours)
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_every_example_script_parses(script):
+    argv = _script_args(script)
+    args = parse_args(argv)
+    estimator = argv[argv.index("--algo.advantage.estimator") + 1]
+    assert args.algo.advantage.estimator == estimator
+    assert args.rollout.n_samples_per_prompt == 8 and args.prpo.k == 5 and args.prpo.min_gap == 10
+    assert args.algo.kl.use_loss and args.algo.kl.init_coef == 0.001 and args.actor.eps_clip == 0.2
+    # The same outcome reward for every method, unless a user brings their own.
+    assert args.reward.remote_url == [str(Path(prpo_flags.__file__).parents[1] / "trainer" / "outcome_reward.py")]
+    if estimator in prpo_flags.PRM_ESTIMATORS:
+        assert args.prm.model_name_or_path or args.prm.remote_url
+
+
+def test_all_baselines_have_a_script():
+    estimators = {_script_args(s)[_script_args(s).index("--algo.advantage.estimator") + 1] for s in SCRIPTS}
+    assert {"prpo", "group_norm", "reinforce", "reinforce_baseline", "prm_avg", "pure", "prm_avg_prpo"} <= estimators
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--algo.advantage.estimator", "prpo"], "--prm.model_name_or_path or --prm.remote_url"),
+    (["--algo.advantage.estimator", "prpo", "--prm.model_name_or_path", "p", "--prm.remote_url", "http://x"],
+     "are exclusive"),
+    (["--algo.advantage.estimator", "prm_avg", "--prm.model_name_or_path", "p", "--rollout.n_samples_per_prompt", "1"],
+     "--rollout.n_samples_per_prompt must be > 1"),
+    (["--algo.advantage.estimator", "prpo", "--prm.model_name_or_path", "p", "--vllm.num_engines", "0"],
+     "--prpo.entropy_source actor"),
+    (["--algo.advantage.estimator", "prpo", "--prm.model_name_or_path", "p", "--prm.num_gpus_per_node", "0"],
+     "its own GPUs"),
+])
+def test_bad_combinations_fail_at_start_up_naming_the_flags(extra, message):
+    with pytest.raises(SystemExit, match=message.replace(".", r"\.").replace("+", r"\+")):
+        parse_args(BASE + extra)
+
+
+def test_upstream_estimators_keep_working_without_a_prm():
+    args = parse_args(BASE + ["--algo.advantage.estimator", "dr_grpo"])
+    assert args.algo.advantage.estimator == "dr_grpo" and args.critic.model_name_or_path is None
+
+
+def test_prm_gpus_never_overlap_the_policy():
+    args = parse_args(BASE + ["--algo.advantage.estimator", "prpo", "--prm.model_name_or_path", "p",
+                              "--prm.num_gpus_per_node", "8", "--actor.num_gpus_per_node", "4",
+                              "--vllm.num_engines", "2", "--ref.num_gpus_per_node", "2"])
+    assert sum(prpo_flags.gpu_demand(args).values()) == 16
+    prpo_flags.check_gpu_budget(args, cluster_gpus=16)
+    with pytest.raises(SystemExit, match=r"need 16 GPUs but the Ray cluster has 8"):
+        prpo_flags.check_gpu_budget(args, cluster_gpus=8)
