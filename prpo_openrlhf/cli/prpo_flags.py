@@ -74,6 +74,9 @@ def check_prpo_args(args) -> None:
         if args.rollout.n_samples_per_prompt < 2 and estimator != "process_only":
             errors.append(f"--algo.advantage.estimator {estimator} is group-relative: "
                           "--rollout.n_samples_per_prompt must be > 1")
+        if args.algo.kl.init_coef > 0 and not args.algo.kl.use_loss:
+            errors.append(f"--algo.advantage.estimator {estimator} puts the KL in the loss, as the paper does: "
+                          "add --algo.kl.use_loss (or set --algo.kl.init_coef 0)")
         if args.prpo.entropy_source == "vllm" and not args.vllm.num_engines:
             errors.append("--prpo.entropy_source vllm needs vLLM rollouts (--vllm.num_engines > 0); "
                           "or use --prpo.entropy_source actor")

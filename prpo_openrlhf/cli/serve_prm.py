@@ -1,10 +1,117 @@
-"""Placeholder until its issue lands; see README.md, section "Status"."""
+"""``prpo-serve-prm``: serve a process reward model over HTTP for one or several trainings.
+
+    prpo-serve-prm --model Qwen/Qwen2.5-Math-PRM-7B --backend vllm --port 8000
+    PRPO_PRM_TOKEN=secret prpo-serve-prm --model ... --host 0.0.0.0 --port 8000
+    prpo-serve-prm --model ... --num-actors 8          # a Ray PRM actor group behind it
+
+Binds to 127.0.0.1 unless ``--host`` says otherwise. The bearer token is read from the
+environment variable named by ``--token-env`` (default PRPO_PRM_TOKEN) or from
+``--token-file``, never from the command line, where other users could read it in ``ps``.
+Endpoints and error codes: prpo_openrlhf/prm/server.py and docs/prm.md.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
 import sys
 
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
-def main(argv=None):
-    print(f"{__name__}: not implemented yet (see README.md, section 'Status')", file=sys.stderr)
-    return 2
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="prpo-serve-prm", description=__doc__.split("\n")[0])
+    p.add_argument("--model", required=True, help="PRM checkpoint dir or hub id")
+    p.add_argument("--backend", choices=["hf", "vllm"], default="hf")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    p.add_argument("--token-env", default="PRPO_PRM_TOKEN",
+                   help="environment variable holding the bearer token (unset: no auth)")
+    p.add_argument("--token-file", default=None, help="file holding the bearer token")
+    p.add_argument("--max-request-mb", type=float, default=32.0)
+    p.add_argument("--dtype", default="auto", help="auto | fp32 | bf16 | fp16")
+    p.add_argument("--device", default=None, help="hf backend: cpu | cuda | cuda:N")
+    p.add_argument("--max-length", type=int, default=None,
+                   help="tokens per input (default: the PRM's position limit)")
+    p.add_argument("--overlong-fill", type=float, default=0.5,
+                   help="score of segments past --max-length (default 0.5, the prior mean)")
+    p.add_argument("--max-tokens-per-batch", type=int, default=16384)
+    p.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm backend")
+    p.add_argument("--gpu-memory-utilization", type=float, default=None, help="vllm backend")
+    p.add_argument("--num-actors", type=int, default=0,
+                   help="> 0: score with a Ray PRM actor group of this size")
+    p.add_argument("--ray-address", default=None, help="Ray cluster to join (default: local)")
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def _token(args) -> str | None:
+    if args.token_file:
+        with open(args.token_file, encoding="utf-8") as fh:
+            return fh.read().strip() or None
+    return os.environ.get(args.token_env) or None
+
+
+def _scorer_kwargs(args) -> dict:
+    kw = dict(dtype=args.dtype, max_length=args.max_length, overlong_fill=args.overlong_fill)
+    if args.backend == "hf":
+        kw.update(device=args.device, max_tokens_per_batch=args.max_tokens_per_batch)
+    else:
+        engine = {"tensor_parallel_size": args.tensor_parallel_size}
+        if args.gpu_memory_utilization is not None:
+            engine["gpu_memory_utilization"] = args.gpu_memory_utilization
+        kw["engine_kwargs"] = engine
+    return kw
+
+
+def build_scorer(args):
+    kwargs = _scorer_kwargs(args)
+    if args.num_actors > 0:
+        import ray
+
+        from prpo_openrlhf.prm import PRMActorGroup
+
+        ray.init(address=args.ray_address, include_dashboard=False)
+        kwargs.pop("device", None)
+        return PRMActorGroup(args.model, num_actors=args.num_actors, backend=args.backend,
+                             **kwargs)
+    from prpo_openrlhf.prm import PRMScorer
+
+    return PRMScorer(args.model, args.backend, **kwargs)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log = logging.getLogger("prpo-serve-prm")
+    token = _token(args)
+    if args.host not in LOOPBACK and token is None:
+        log.warning("serving on %s without a bearer token: anyone who can reach this port "
+                    "can use the PRM (set $%s)", args.host, args.token_env)
+    from prpo_openrlhf.prm.server import PRMServer
+
+    scorer = build_scorer(args)
+    server = PRMServer(scorer, args.host, args.port, token=token,
+                       max_request_bytes=int(args.max_request_mb * (1 << 20)))
+    # Launchers (and tests) read the bound port from this line when --port 0 is used.
+    print(f"prpo-serve-prm: serving {args.model} ({args.backend}) on {server.url}", flush=True)
+    # SIGTERM (e.g. from a job scheduler) shuts down like Ctrl-C: sockets and actors released.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.httpd.server_close()
+        if hasattr(scorer, "shutdown"):
+            scorer.shutdown()
+    return 0
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from prpo_openrlhf.cli import prpo_flags
 from prpo_openrlhf.cli._upstream import upstream_finalize, upstream_parser
 
 OUTCOME_REWARD_MODULE = "prpo_openrlhf.trainer.outcome_reward"
+ENTROPY_AGENT_MODULE = "prpo_openrlhf.rollout.entropy_agent"
 
 
 
@@ -28,14 +29,32 @@ def build_parser():
     return parser
 
 
+def _module_file(name: str) -> str:
+    return importlib.util.find_spec(name).origin  # the file, without importing it here
+
+
 def parse_args(argv=None):
     """Parse, run upstream's checks, then PRPO's cross-flag checks; returns hierarchical args."""
     flat = build_parser().parse_args(argv)
-    if not getattr(flat, "reward.remote_url") and not getattr(flat, "reward.model_name_or_path"):
+    reward_urls = getattr(flat, "reward.remote_url")
+    if not reward_urls and not getattr(flat, "reward.model_name_or_path"):
         # Default outcome reward for every estimator, so baselines and PRPO see the same R:
         # math-verify on the last \boxed{}, computed in the rollout workers through
         # OpenRLHF's own reward-function hook as soon as each sample finishes.
-        setattr(flat, "reward.remote_url", importlib.util.find_spec(OUTCOME_REWARD_MODULE).origin)
+        reward_urls = _module_file(OUTCOME_REWARD_MODULE)
+        setattr(flat, "reward.remote_url", reward_urls)
+    needs_vllm_entropy = (getattr(flat, "algo.advantage.estimator") in prpo_flags.PRM_ESTIMATORS
+                          and getattr(flat, "prpo.split") == "entropy"
+                          and getattr(flat, "prpo.entropy_source") == "vllm")
+    if needs_vllm_entropy:
+        if getattr(flat, "train.agent_func_path"):
+            raise SystemExit("train_prpo_ray: --prpo.entropy_source vllm runs rollouts through PRPO's entropy "
+                             "executor; it cannot be combined with --train.agent_func_path "
+                             "(use --prpo.entropy_source actor with a custom agent)")
+        # OpenRLHF then routes rewards through the executor ("agent"); the executor reads the
+        # reward endpoints from PRPO_REMOTE_RM_URL, which the launcher sets from prpo.reward_urls.
+        setattr(flat, "train.agent_func_path", _module_file(ENTROPY_AGENT_MODULE))
+    setattr(flat, "prpo.reward_urls", reward_urls)
     args = upstream_finalize(flat)
     prpo_flags.check_prpo_args(args)
     return args

@@ -40,9 +40,15 @@ def test_every_example_script_parses(script):
     assert args.rollout.n_samples_per_prompt == 8 and args.prpo.k == 5 and args.prpo.min_gap == 10
     assert args.algo.kl.use_loss and args.algo.kl.init_coef == 0.001 and args.actor.eps_clip == 0.2
     # The same outcome reward for every method, unless a user brings their own.
-    assert args.reward.remote_url == [str(Path(prpo_flags.__file__).parents[1] / "trainer" / "outcome_reward.py")]
+    package = Path(prpo_flags.__file__).parents[1]
+    assert args.prpo.reward_urls == str(package / "trainer" / "outcome_reward.py")
     if estimator in prpo_flags.PRM_ESTIMATORS:
         assert args.prm.model_name_or_path or args.prm.remote_url
+        # PRPO's rollouts go through the entropy executor, which takes over the reward hook.
+        assert args.train.agent_func_path == str(package / "rollout" / "entropy_agent.py")
+        assert args.reward.remote_url == ["agent"]
+    else:
+        assert args.train.agent_func_path is None and args.reward.remote_url == [args.prpo.reward_urls]
 
 
 def test_all_baselines_have_a_script():
@@ -60,6 +66,8 @@ def test_all_baselines_have_a_script():
      "--prpo.entropy_source actor"),
     (["--algo.advantage.estimator", "prpo", "--prm.model_name_or_path", "p", "--prm.num_gpus_per_node", "0"],
      "its own GPUs"),
+    (["--algo.advantage.estimator", "prpo", "--prm.model_name_or_path", "p", "--algo.kl.init_coef", "0.01"],
+     "add --algo.kl.use_loss"),
 ])
 def test_bad_combinations_fail_at_start_up_naming_the_flags(extra, message):
     with pytest.raises(SystemExit, match=message.replace(".", r"\.").replace("+", r"\+")):
@@ -72,7 +80,7 @@ def test_upstream_estimators_keep_working_without_a_prm():
 
 
 def test_prm_gpus_never_overlap_the_policy():
-    args = parse_args(BASE + ["--algo.advantage.estimator", "prpo", "--prm.model_name_or_path", "p",
+    args = parse_args(BASE + ["--algo.advantage.estimator", "prpo", "--prm.model_name_or_path", "p", "--algo.kl.use_loss",
                               "--prm.num_gpus_per_node", "8", "--actor.num_gpus_per_node", "4",
                               "--vllm.num_engines", "2", "--ref.num_gpus_per_node", "2"])
     assert sum(prpo_flags.gpu_demand(args).values()) == 16

@@ -1,0 +1,52 @@
+"""Start a training: OpenRLHF 0.11.2's own ``train(args)`` with PRPOTrainer as the trainer.
+
+Upstream's ``train()`` creates the vLLM engines and the DeepSpeed actor groups on their
+placement groups, then imports ``PPOTrainer`` from ``openrlhf.trainer.ppo_trainer`` and drives
+it. We run that function as it is and only let that import find PRPOTrainer, for the duration
+of the call, so every placement and initialisation step stays upstream's.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+
+import ray
+
+
+@contextlib.contextmanager
+def _trainer_class(cls):
+    import openrlhf.trainer.ppo_trainer as upstream
+
+    original = upstream.PPOTrainer
+    upstream.PPOTrainer = cls
+    try:
+        yield
+    finally:
+        upstream.PPOTrainer = original
+
+
+def _init_ray(args) -> None:
+    if ray.is_initialized():
+        return
+    env = {
+        "TOKENIZERS_PARALLELISM": os.environ.get("TOKENIZERS_PARALLELISM", "true"),
+        "NCCL_DEBUG": os.environ.get("NCCL_DEBUG", "WARN"),
+        "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": os.environ.get("RAY_ENABLE_ZERO_COPY_TORCH_TENSORS", "1"),
+        # Read inside the rollout workers: the grader's budget, and the reward endpoints of
+        # the entropy executor (OpenRLHF builds custom executors without arguments).
+        "PRPO_GRADER_TIMEOUT": str(args.prpo.grader_timeout),
+        "PRPO_REMOTE_RM_URL": args.prpo.reward_urls or "",
+    }
+    ray.init(runtime_env={"env_vars": env})
+
+
+def train(args) -> None:
+    from openrlhf.cli.train_ppo_ray import train as upstream_train
+
+    from prpo_openrlhf.cli.prpo_flags import check_gpu_budget
+    from prpo_openrlhf.trainer.ppo_trainer import PRPOTrainer
+
+    _init_ray(args)
+    check_gpu_budget(args, ray.cluster_resources().get("GPU", 0.0))
+    with _trainer_class(PRPOTrainer):
+        upstream_train(args)

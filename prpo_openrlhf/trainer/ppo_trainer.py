@@ -1,0 +1,67 @@
+"""PRPOTrainer: OpenRLHF 0.11.2's PPOTrainer with the PRPO experience maker and PRM.
+
+What changes: after upstream's constructor, the samples generator becomes the one that carries
+per-token entropies from vLLM, and the experience maker becomes PRPOExperienceMaker wired to
+the PRM (a PRM actor group on its own placement group, or a shared PRM service). ``fit`` and
+everything else are upstream's.
+"""
+from __future__ import annotations
+
+import os
+
+import ray
+from openrlhf.trainer.ppo_trainer import PPOTrainer
+
+from prpo_openrlhf.cli.prpo_flags import PRM_ESTIMATORS
+from prpo_openrlhf.trainer.experience_maker import PRPOExperienceMaker
+
+
+def make_prm(args):
+    """The PRM the experience maker submits to, from ``--prm.*``; None when unused.
+
+    Both kinds offer ``score_async(problems, segments)`` whose ``.result(timeout)`` gives
+    ``(scores, stats)``: a PRM actor group on its own placement group, or a shared service.
+    """
+    prm = args.prm
+    if args.algo.advantage.estimator not in PRM_ESTIMATORS:
+        return None
+    if prm.remote_url:
+        from prpo_openrlhf.prm.client import PRMClient
+
+        return PRMClient(prm.remote_url, token=os.environ.get(prm.auth_token_env))
+    from prpo_openrlhf.prm.ray_group import PRMActorGroup
+
+    return PRMActorGroup(
+        prm.model_name_or_path,
+        num_actors=prm.num_nodes * prm.num_gpus_per_node,
+        backend=prm.backend,
+        max_failures=prm.max_failures,
+        dtype=prm.dtype,
+        max_length=prm.max_len,
+        step_tag=prm.step_tag,
+        system_prompt=prm.system_prompt,
+        overlong_fill=args.prpo.prior_mean,
+        **({"max_tokens_per_batch": prm.max_tokens_per_batch} if prm.backend == "hf" else {}),
+    )
+
+
+class _PRPOTrainer(PPOTrainer.__ray_actor_class__):
+    def __init__(self, pretrain, strategy, actor_model_group, critic_model_group, reward_model_group,
+                 reference_model_group, vllm_engines, **generate_kwargs):
+        super().__init__(pretrain, strategy, actor_model_group, critic_model_group, reward_model_group,
+                         reference_model_group, vllm_engines, **generate_kwargs)
+        from prpo_openrlhf.rollout.samples_generator import PRPOSamplesGenerator
+
+        generator = self.samples_generator
+        self.samples_generator = PRPOSamplesGenerator(
+            strategy=strategy, prompts_dataloader=generator.prompts_dataloader,
+            eval_dataloader=generator.eval_dataloader, tokenizer=generator.tokenizer,
+            vllm_engines=vllm_engines,
+        )
+        self.experience_maker = PRPOExperienceMaker(
+            actor_model_group, critic_model_group, reward_model_group, reference_model_group,
+            self.kl_ctl, strategy, self.tokenizer, prm=make_prm(strategy.args),
+        )
+
+
+PRPOTrainer = ray.remote(_PRPOTrainer)
