@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -136,6 +137,8 @@ def config_from_args(args):
 
 def main(argv=None, backend=None) -> int:
     """Entry point; ``backend`` lets a caller reuse an already loaded generation backend."""
+    # stdout carries the report; vLLM logs to stdout unless told otherwise (read at import).
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     p = build_parser()
     args = p.parse_args(argv)
     _check(p, args)

@@ -1,0 +1,145 @@
+"""Append-only JSONL files that hold an evaluation's generations and grades.
+
+Every finished sample is appended as one line and flushed and fsync'ed with its batch, so a
+crash loses nothing that finished. A crash in the middle of a write leaves at most a truncated
+last line: reading tolerates it and cuts the file back to the last complete line before the
+next append (appending after a partial line would glue two records together). A bad line
+anywhere else is not a crash artefact, so it is an error naming file:line.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Iterable
+
+GENERATIONS_FILE = "generations.jsonl"
+GRADES_FILE = "grades.jsonl"
+CONFIG_FILE = "run_config.json"
+
+Key = tuple  # (benchmark: str, problem index: int, sample index: int)
+
+
+def text_sha(text: str) -> str:
+    """Short content hash; ties a stored sample to the problem text it answered."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def sample_seed(seed: int, benchmark: str, problem: int, sample: int) -> int:
+    """The sampling seed of one sample, derived from the run's ``--seed``.
+
+    One seed per sample (not per batch) makes a sample independent of which other samples
+    are generated with it, so a resumed run draws the same samples as an uninterrupted one.
+    """
+    digest = hashlib.sha256(f"{seed}|{benchmark}|{problem}|{sample}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+class StoreError(RuntimeError):
+    """A store file that cannot be read as written by this tool (names file:line)."""
+
+
+class AppendOnlyJsonl:
+    """One JSON object per line; records are only ever appended."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.repaired_tail = False  # whether load() dropped a truncated last line
+
+    def load(self) -> list[dict]:
+        """Every complete record; cuts a truncated last line off the file."""
+        if not self.path.exists():
+            return []
+        data = self.path.read_bytes()
+        records, good_end = [], 0
+        lines = data.split(b"\n")
+        pos = 0
+        for lineno, raw in enumerate(lines, start=1):
+            last = lineno == len(lines)
+            end = pos + len(raw) + (0 if last else 1)
+            if raw.strip():
+                try:
+                    rec = json.loads(raw)
+                    if not isinstance(rec, dict):
+                        raise ValueError("not an object")
+                except ValueError as exc:
+                    if last:  # written partly when the process died: drop it
+                        self.repaired_tail = True
+                        break
+                    raise StoreError(f"{self.path}:{lineno}: unreadable record ({exc}); "
+                                     "this file is written only by prpo-eval") from exc
+                records.append(rec)
+            good_end = end
+            pos = end
+        if good_end < len(data) or (data and not data.endswith(b"\n")):
+            self._cut_to(data, good_end)
+        return records
+
+    def _cut_to(self, data: bytes, good_end: int) -> None:
+        keep = data[:good_end]
+        if keep and not keep.endswith(b"\n"):
+            keep += b"\n"  # a complete record missing only its newline
+        with self.path.open("r+b") as fh:
+            fh.truncate(0)
+            fh.write(keep)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def append(self, records: Iterable[dict]) -> int:
+        """Append ``records`` in one write, then flush and fsync; returns how many."""
+        lines = [json.dumps(r, ensure_ascii=False) + "\n" for r in records]
+        if not lines:
+            return 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write("".join(lines))
+            fh.flush()
+            os.fsync(fh.fileno())
+        return len(lines)
+
+
+def record_key(rec: dict) -> Key:
+    return (rec["benchmark"], int(rec["problem"]), int(rec["sample"]))
+
+
+def index_records(records: list[dict], what: str) -> dict[Key, dict]:
+    """Records by key; the last one wins (a regrade appends a newer grade for the same key)."""
+    out: dict[Key, dict] = {}
+    for rec in records:
+        try:
+            out[record_key(rec)] = rec
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreError(f"{what}: record without benchmark/problem/sample: {rec!r}") from exc
+    return out
+
+
+class RunConfig:
+    """Generation settings per benchmark, checked on every rerun into the same directory.
+
+    Samples drawn with other settings must not be mixed into one estimate, so a rerun whose
+    settings differ stops and names the differing flags. The sample count is not a setting:
+    raising ``--n_samples`` extends a finished run, lowering it uses the first ``n``.
+    """
+
+    def __init__(self, output_dir: str | os.PathLike):
+        self.path = Path(output_dir) / CONFIG_FILE
+        self.data: dict = json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def check_and_record(self, benchmark: str, settings: dict) -> None:
+        stored = self.data.setdefault("benchmarks", {}).get(benchmark)
+        if stored is not None:
+            diff = [f"--{k}: stored {stored.get(k)!r}, now {v!r}"
+                    for k, v in settings.items() if stored.get(k) != v]
+            if diff:
+                raise StoreError(
+                    f"{self.path}: benchmark {benchmark!r} was generated with other settings "
+                    "(" + "; ".join(diff) + "). Use the same flags to resume, or a new "
+                    "--output_dir for a new run.")
+        self.data["benchmarks"][benchmark] = dict(settings)
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.data, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, self.path)  # atomic: a crash leaves the old or the new file whole

@@ -1,0 +1,216 @@
+"""PRPOExperienceMaker end to end on a local Ray cluster.
+
+Real parts: vLLM CPU rollouts through OpenRLHF's rollout executor (the PRPO entropy executor,
+loaded the way RolloutRayActor loads it) and PRPOSamplesGenerator; the outcome reward through
+the same reward-function hook; OpenRLHF's RayActorGroup; the PRM actor group on its own
+placement group. The one stand-in is the DeepSpeed policy/reference actor
+(tests/trainer/cpu_policy_actor.py), which cannot exist on CPU.
+"""
+import asyncio
+import copy
+
+import pytest
+import ray
+import torch
+
+N = 4  # rollouts per prompt
+PROBLEMS = [("Compute 12*7.", "84"), ("What is 3+4?", "7")]
+
+
+def _constant_half_prm(path):
+    """The tiny PRM with a zeroed last layer: both logits 0, so every score is exactly 0.5."""
+    from safetensors.torch import load_file, save_file
+
+    from prpo_openrlhf.testing.tiny_models import write_tiny_prm
+
+    write_tiny_prm(path)
+    weights = load_file(str(path / "model.safetensors"))
+    weights["score.2.weight"].zero_()
+    weights["score.2.bias"].zero_()
+    save_file(weights, str(path / "model.safetensors"), metadata={"format": "pt"})
+    return str(path)
+
+
+def _args(lm_path, estimator):
+    from prpo_openrlhf.cli.train_prpo_ray import parse_args
+
+    return parse_args(["--actor.model_name_or_path", lm_path, "--algo.advantage.estimator", estimator,
+                       "--prm.model_name_or_path", "unused-here", "--prm.num_gpus_per_node", "1",
+                       "--rollout.n_samples_per_prompt", str(N), "--rollout.micro_batch_size", "3",
+                       "--vllm.num_engines", "1", "--algo.kl.use_loss", "--algo.kl.init_coef", "0.001",
+                       "--prpo.min_gap", "4", "--prpo.k", "3"])
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def rollout_samples(tiny_lm_path, monkeypatch_module):
+    """Single-sample Experiences from real vLLM CPU responses, as the trainer receives them."""
+    from openrlhf.trainer.ray.vllm_engine import _load_agent_executor
+    from transformers import AutoTokenizer
+    from vllm import LLM, SamplingParams
+
+    from prpo_openrlhf.cli.train_prpo_ray import ENTROPY_AGENT_MODULE, OUTCOME_REWARD_MODULE, _module_file
+    from prpo_openrlhf.rollout.samples_generator import PRPOSamplesGenerator
+    from prpo_openrlhf.testing.vllm_cpu import cpu_engine_kwargs, in_process_engine_env
+    from tests.rollout.test_openrlhf_path import InProcessRolloutEngine
+
+    monkeypatch_module.setenv("PRPO_REMOTE_RM_URL", _module_file(OUTCOME_REWARD_MODULE))
+    executor = _load_agent_executor(_module_file(ENTROPY_AGENT_MODULE))
+    tok = AutoTokenizer.from_pretrained(tiny_lm_path)
+    in_process_engine_env()
+    llm = LLM(model=tiny_lm_path, **cpu_engine_kwargs(max_model_len=256))
+    engine = InProcessRolloutEngine(llm)
+    args = _args(tiny_lm_path, "prpo")
+    params = SamplingParams(temperature=1.0, top_p=1.0, max_tokens=24, min_tokens=1, skip_special_tokens=False)
+
+    async def run():
+        jobs = []
+        for problem, answer in PROBLEMS:
+            prompt = tok.apply_chat_template([{"role": "user", "content": problem}], tokenize=False,
+                                             add_generation_prompt=True)
+            for i in range(N):
+                p = copy.deepcopy(params)
+                p.seed = 100 * len(jobs) + i
+                jobs.append(executor.execute(prompt=prompt, label=answer, sampling_params=p, max_length=256,
+                                             hf_tokenizer=tok, llm_engine=engine))
+        return await asyncio.gather(*jobs)
+
+    responses = asyncio.run(run())
+    del llm
+    from types import SimpleNamespace
+
+    generator = PRPOSamplesGenerator(strategy=SimpleNamespace(args=args), prompts_dataloader=None,
+                                     eval_dataloader=None, tokenizer=tok, vllm_engines=[])
+    return [generator._process_response_into_experience(r, max_len=256) for r in responses]
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def policy_groups(cluster, tiny_lm_path):
+    """OpenRLHF RayActorGroups for the policy and the reference, on the CPU stand-in actor."""
+    from openrlhf.trainer.ray.launcher import RayActorGroup
+    from openrlhf.utils import get_strategy
+
+    from tests.trainer.cpu_policy_actor import CPUPolicyActorStandIn
+
+    strategy = get_strategy(_args(tiny_lm_path, "prpo"))
+    groups = [RayActorGroup(1, 1, CPUPolicyActorStandIn, num_gpus_per_actor=0) for _ in range(2)]
+    ray.get([r for g in groups for r in g.async_init_model_from_pretrained(strategy, tiny_lm_path)])
+    return groups
+
+
+@pytest.fixture(scope="module")
+def prm_group(cluster, tiny_prm_path):
+    from prpo_openrlhf.prm.ray_group import PRMActorGroup
+
+    group = PRMActorGroup(tiny_prm_path, num_actors=1, backend="hf", max_failures=2)
+    yield group
+    group.shutdown()
+
+
+def _maker(cls, args, groups, prm=None):
+    from openrlhf.trainer.ppo_utils.kl_controller import FixedKLController
+    from openrlhf.utils import get_strategy
+    from transformers import AutoTokenizer
+
+    actor, reference = groups
+    kwargs = {} if prm is None else {"prm": prm}
+    return cls(actor, None, None, reference, FixedKLController(0.001), get_strategy(args),
+               AutoTokenizer.from_pretrained(args.actor.model_name_or_path), **kwargs)
+
+
+def test_rollouts_carry_entropies_and_graded_rewards(rollout_samples):
+    assert len(rollout_samples) == N * len(PROBLEMS)
+    for s in rollout_samples:
+        assert s.entropies.shape == s.action_mask.shape and torch.all(s.entropies[0][s.action_mask[0] == 0] == 0)
+        # The random tiny policy never writes \boxed{}: math-verify grades every rollout wrong.
+        assert s.rewards.tolist() == [-1.0]
+
+
+def test_prpo_experiences_end_to_end(rollout_samples, tiny_lm_path, policy_groups, prm_group):
+    from prpo_openrlhf.trainer.experience_maker import PRPOExperienceMaker
+
+    args = _args(tiny_lm_path, "prpo")
+    maker = _maker(PRPOExperienceMaker, args, policy_groups, prm=prm_group)
+    samples = copy.deepcopy(rollout_samples)
+    for i, s in enumerate(samples):  # vary R inside each group so beta is not all zero
+        s.rewards = torch.tensor([1.0 if i % 3 == 0 else -1.0])
+    experiences = maker.make_experience_batch(samples)
+    assert sum(len(e.index) for e in experiences) == len(samples)
+    for exp in experiences:
+        mask = exp.action_mask.bool()
+        assert exp.advantages.shape == mask.shape and torch.isfinite(exp.advantages).all()
+        assert torch.all(exp.advantages[~mask] == 0) and torch.equal(exp.returns, exp.advantages)
+        assert exp.action_log_probs.shape == mask.shape
+        scores = exp.info["prm_score_mean"]
+        assert torch.all((scores > 0) & (scores < 1))
+        assert exp.info["prm/wait_s"].min() >= 0 and exp.info["prm/segments_per_response"][0] >= 1
+    # Tokens of one segment share one advantage; the advantage changes only at a cut.
+    first = experiences[0]
+    row = first.advantages[0][first.action_mask[0].bool()]
+    assert 1 <= len(torch.unique_consecutive(row)) <= args.prpo.k + 1
+
+
+def test_constant_half_prm_reduces_prpo_to_openrlhf_dr_grpo(rollout_samples, tiny_lm_path, policy_groups,
+                                                           tmp_path_factory):
+    from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
+
+    from prpo_openrlhf.prm.ray_group import PRMActorGroup
+    from prpo_openrlhf.trainer.experience_maker import PRPOExperienceMaker
+
+    samples = copy.deepcopy(rollout_samples)
+    for i, s in enumerate(samples):
+        s.rewards = torch.tensor([float(i % 4) - 1.5])  # varied outcomes inside each group
+    prm = PRMActorGroup(_constant_half_prm(tmp_path_factory.mktemp("half_prm")), num_actors=1, backend="hf")
+    try:
+        ours = _maker(PRPOExperienceMaker, _args(tiny_lm_path, "prpo"), policy_groups, prm=prm)
+        prpo = ours.make_experience_batch(copy.deepcopy(samples))
+    finally:
+        prm.shutdown()
+    upstream = _maker(RemoteExperienceMaker, _args(tiny_lm_path, "dr_grpo"), policy_groups)
+    dr_grpo = upstream.make_experience_batch(copy.deepcopy(samples))
+    by_index = {i: (e, j) for e in dr_grpo for j, i in enumerate(e.index)}
+    checked = 0
+    for exp in prpo:
+        for j, i in enumerate(exp.index):
+            ref, k = by_index[i]
+            width = exp.action_mask.shape[1]
+            mask = exp.action_mask[j].bool()
+            assert torch.equal(mask, ref.action_mask[k, :width].bool())
+            # Upstream's cumulative returns also fill the prompt positions before the response
+            # (masked out of its loss); the advantages that train the policy must agree exactly.
+            torch.testing.assert_close(exp.advantages[j][mask], ref.advantages[k, :width][mask], atol=1e-6, rtol=0)
+            assert torch.all(exp.advantages[j][~mask] == 0)
+            checked += 1
+    assert checked == len(samples)
+    assert any(e.advantages.abs().max() > 0 for e in prpo)
+
+
+def test_prm_actor_killed_mid_step_is_retried(rollout_samples, tiny_lm_path, policy_groups, prm_group):
+    from prpo_openrlhf.trainer.experience_maker import PRPOExperienceMaker
+
+    class KillAfterSubmit:
+        """The real group; its actor is killed right after the step's PRM call was sent."""
+
+        def score_async(self, problems, segments):
+            pending = prm_group.score_async(problems, segments)
+            ray.kill(prm_group.actors[0], no_restart=False)
+            return pending
+
+    failures = prm_group.total_failures
+    maker = _maker(PRPOExperienceMaker, _args(tiny_lm_path, "prpo"), policy_groups, prm=KillAfterSubmit())
+    experiences = maker.make_experience_batch(copy.deepcopy(rollout_samples))
+    assert prm_group.total_failures > failures
+    assert all(torch.isfinite(e.advantages).all() for e in experiences)
