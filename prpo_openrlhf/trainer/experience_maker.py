@@ -145,13 +145,13 @@ class PRPOExperienceMaker(RemoteExperienceMaker):
             n_samples_per_prompt=self.args.rollout.n_samples_per_prompt, **self._estimator_options(),
         )
         position = {i: r for r, i in enumerate(ranked)}
+        score_mean = (process * mask).sum(1) / mask.sum(1).clamp(min=1)  # token-weighted mean PRM score
         for exp in experiences:
             width = exp.action_mask.shape[1]
             exp.advantages = torch.stack([adv[position[i], :width] for i in exp.index]).to(exp.action_mask.device)
             exp.returns = exp.advantages.clone()
             exp.info["return"] = exp.rewards
-            exp.info["prm_score_mean"] = torch.stack(
-                [self._process[i][0][exp.action_mask[j].bool()].mean() for j, i in enumerate(exp.index)])
+            exp.info["prm_score_mean"] = torch.stack([score_mean[position[i]] for i in exp.index])
             for key, value in self._prm_info.items():
                 exp.info[f"prm/{key}"] = torch.full((len(exp.index),), float(value))
             exp.kl = None
