@@ -29,8 +29,9 @@ def add_prm_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--prm.dtype", choices=("bf16", "fp32"), default="bf16")
     g.add_argument("--prm.max_tokens_per_batch", type=int, default=32768,
                    help="token budget of one hf-backend PRM batch (responses are sorted by length and packed)")
-    g.add_argument("--prm.max_len", type=int, default=4096,
-                   help="PRM position limit; segments past it get --prpo.prior_mean and are counted")
+    g.add_argument("--prm.max_len", type=int, default=None,
+                   help="tokens per PRM input (default: the PRM's position limit, 4096 for "
+                        "Qwen2.5-Math-PRM-7B); segments past it get --prpo.prior_mean and are counted")
     g.add_argument("--prm.step_tag", type=str, default="<extra_0>", help="step tag token of the PRM")
     g.add_argument("--prm.system_prompt", type=str,
                    default="Please reason step by step, and put your final answer within \\boxed{}.")

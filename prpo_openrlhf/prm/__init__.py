@@ -1,1 +1,26 @@
-"""Process reward model scoring: HF and vLLM backends, Ray actor group, HTTP service."""
+"""Process reward model scoring: HF and vLLM backends, Ray actor group, HTTP service.
+
+``from prpo_openrlhf.prm import PRMScorer`` is the entry point (see docs/prm.md). Ray and the
+HTTP pieces are imported lazily so that the scorer does not pull them in.
+"""
+from .inputs import DEFAULT_STEP_TAG, DEFAULT_SYSTEM_PROMPT
+from .scorer import PRMScoreError, PRMScorer, PRMStats
+
+_LAZY = {
+    "PRMActorGroup": ".ray_group",
+    "PRMActorGroupError": ".ray_group",
+    "PRMClient": ".client",
+    "PRMClientError": ".client",
+    "PRMServer": ".server",
+}
+
+__all__ = ["PRMScorer", "PRMStats", "PRMScoreError", "DEFAULT_STEP_TAG",
+           "DEFAULT_SYSTEM_PROMPT", *_LAZY]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,143 @@
+"""The two ways to run a PRM forward: transformers (``hf``) and vLLM's pooling runner (``vllm``).
+
+Both take a list of token-id sequences that end at a step tag and return, per sequence, the
+probability of the positive label at every tag position (one forward pass per sequence).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class ForwardStats:
+    tokens: int = 0          # real tokens that went through the model
+    padded_tokens: int = 0   # batch slots, padding included (== tokens for vLLM)
+    batches: int = 0
+
+
+def pack_by_token_budget(lengths: list[int], max_tokens: int,
+                         max_batch_size: int) -> list[list[int]]:
+    """Group sequence indices into batches whose padded size ``n * max_len`` <= ``max_tokens``.
+
+    Sequences are sorted longest first, so each batch's first member sets its padded length and
+    neighbours have similar lengths: padding stays small without packing kernels. A sequence
+    longer than the budget gets a batch of its own.
+    """
+    if max_tokens < 1 or max_batch_size < 1:
+        raise ValueError("max_tokens and max_batch_size must be positive")
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        width = lengths[current[0]] if current else lengths[i]
+        if current and ((len(current) + 1) * width > max_tokens or len(current) >= max_batch_size):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def fixed_size_batches(n: int, batch_size: int) -> list[list[int]]:
+    """Naive batching in input order (the benchmark's baseline)."""
+    return [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
+
+
+class HFBackend:
+    """Runs :class:`~prpo_openrlhf.prm.model.Qwen2ProcessRewardModel` on right-padded batches."""
+
+    name = "hf"
+
+    def __init__(self, model, *, tag_id: int, pad_id: int, max_tokens_per_batch: int = 16384,
+                 max_batch_size: int = 256):
+        self.model = model
+        self.tag_id = tag_id
+        self.pad_id = pad_id
+        self.max_tokens_per_batch = max_tokens_per_batch
+        self.max_batch_size = max_batch_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _batch_tensors(self, seqs: list[list[int]]):
+        # Right padding: with a causal mask no real token ever attends to a pad, and positions
+        # start at 0 for every row, so each row computes exactly what it would alone. The
+        # padding mask is therefore not passed to the model: plain causal attention lets SDPA
+        # pick its flash kernels (a padding mask forces slower ones); pads' outputs are unused.
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for r, s in enumerate(seqs):
+            ids[r, : len(s)] = torch.tensor(s, dtype=torch.long)
+            mask[r, : len(s)] = 1
+        tags = (ids == self.tag_id) & mask.bool()
+        dev = self.device
+        return ids.to(dev), mask.to(dev), tags.to(dev)
+
+    def positive_probs(self, seqs: list[list[int]], batches: list[list[int]] | None = None,
+                       stats: ForwardStats | None = None) -> list[torch.Tensor]:
+        """Per sequence, ``softmax(logits)[:, 1]`` at its tags: a float32 CPU tensor ``(n_tags,)``.
+
+        ``batches`` overrides the token-budget packing (used by the benchmark's baseline).
+        """
+        stats = stats if stats is not None else ForwardStats()
+        if batches is None:
+            batches = pack_by_token_budget([len(s) for s in seqs], self.max_tokens_per_batch,
+                                           self.max_batch_size)
+        out: list[torch.Tensor | None] = [None] * len(seqs)
+        for batch in batches:
+            group = [seqs[i] for i in batch]
+            ids, mask, tags = self._batch_tensors(group)
+            probs = self.model.step_probs(ids, None, tags)[:, 1].float().cpu()
+            counts = tags.sum(dim=1).tolist()
+            for i, part in zip(batch, torch.split(probs, counts)):
+                out[i] = part
+            stats.tokens += int(mask.sum())
+            stats.padded_tokens += ids.numel()
+            stats.batches += 1
+        return out
+
+
+class VLLMBackend:
+    """vLLM's pooling runner with step pooling on the tag token (``token_classify`` task)."""
+
+    name = "vllm"
+
+    def __init__(self, model_name_or_path: str, *, tag_id: int, max_length: int, dtype: str,
+                 tokenizer: str | None = None, engine_kwargs: dict | None = None):
+        from vllm import LLM
+
+        kwargs = dict(model=model_name_or_path, tokenizer=tokenizer or model_name_or_path,
+                      runner="pooling", pooler_config={"step_tag_id": tag_id},
+                      max_model_len=max_length, dtype=dtype)
+        kwargs.update(engine_kwargs or {})
+        # The scorer cuts inputs at max_length; the engine must accept exactly that length.
+        kwargs["max_model_len"] = max_length
+        self.tag_id = tag_id
+        self.llm = LLM(**kwargs)
+
+    def positive_probs(self, seqs: list[list[int]], batches=None,
+                       stats: ForwardStats | None = None) -> list[torch.Tensor]:
+        stats = stats if stats is not None else ForwardStats()
+        prompts = [{"prompt_token_ids": s} for s in seqs]
+        outs = self.llm.encode(prompts, pooling_task="token_classify", use_tqdm=False)
+        result = []
+        for s, o in zip(seqs, outs):
+            data = o.outputs.data
+            expected = sum(1 for t in s if t == self.tag_id)
+            if data.ndim != 2 or data.shape[0] != expected:
+                raise RuntimeError(f"vLLM step pooling returned shape {tuple(data.shape)} for a "
+                                   f"sequence with {expected} step tags; expected ({expected}, 2)")
+            result.append(data[:, 1].float().cpu())
+        stats.tokens += sum(len(s) for s in seqs)
+        stats.padded_tokens += sum(len(s) for s in seqs)
+        stats.batches += 1
+        return result
+
+    def close(self) -> None:
+        llm, self.llm = self.llm, None
+        del llm

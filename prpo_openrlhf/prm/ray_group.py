@@ -1,0 +1,248 @@
+"""PRMActorGroup: N PRM actors on Ray, each on its own bundle of a dedicated placement group.
+
+    group = PRMActorGroup("Qwen/Qwen2.5-Math-PRM-7B", num_actors=8, dtype="bf16")
+    future = group.score_async(problems, segments)   # dispatch; overlap other work
+    ...
+    scores = future.result()                          # list[list[float]]
+
+The placement group is the PRM's own (separate from the policy's), one bundle per actor:
+``{"GPU": g, "CPU": c}`` on GPU, ``{"CPU": c}`` on CPU. A batch is split into contiguous shards
+of similar size, one per actor. Fault handling: actors are created with ``max_restarts`` so Ray
+restarts one that dies (it keeps its bundle); the shard it was scoring is sent again. A shard
+that fails ``max_failures`` times makes the call raise :class:`PRMActorGroupError` naming the
+actor. Errors raised by the scorer itself (bad input, non-finite scores) are not retried.
+Nothing is ever filled in for a lost shard.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+
+import ray
+from ray.exceptions import RayActorError
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from .scorer import PRMScorer, PRMStats
+
+logger = logging.getLogger(__name__)
+
+
+class PRMActorGroupError(RuntimeError):
+    """A PRM actor kept failing (or its placement group could not be scheduled)."""
+
+
+class PRMActor:
+    """One PRMScorer in a Ray worker process."""
+
+    def __init__(self, model_name_or_path: str, backend: str, scorer_kwargs: dict,
+                 num_threads: int | None):
+        if num_threads:
+            import torch
+
+            torch.set_num_threads(num_threads)
+        self.scorer = PRMScorer(model_name_or_path, backend, **scorer_kwargs)
+
+    def score_with_stats(self, problems, segments):
+        scores, stats = self.scorer.score_with_stats(problems, segments)
+        return scores, stats.as_dict()
+
+    def info(self) -> dict:
+        return {"pid": os.getpid(), "host": socket.gethostname(),
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                **self.scorer.info()}
+
+
+def split_shards(costs: list[int], n: int) -> list[tuple[int, int]]:
+    """Contiguous ``[start, end)`` ranges, at most ``n``, of roughly equal total cost."""
+    total = sum(costs)
+    if not costs:
+        return []
+    bounds, acc, k = [0], 0, 1
+    for i, c in enumerate(costs):
+        acc += c
+        # Cut after item i once the running cost passes the k-th n-quantile.
+        if k < n and acc >= total * k / n and i + 1 < len(costs):
+            bounds.append(i + 1)
+            k += 1
+    bounds.append(len(costs))
+    return [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
+class PRMScoreFuture:
+    """Handle of one in-flight group call; ``result()`` gathers shards and retries dead actors."""
+
+    def __init__(self, group: "PRMActorGroup", problems, segments, max_failures: int):
+        self._group = group
+        self._problems, self._segments = problems, segments
+        self._max_failures = max_failures
+        costs = [len(p) + sum(len(s) for s in segs) + 1 for p, segs in zip(problems, segments)]
+        self._shards = split_shards(costs, len(group.actors))
+        self.failures: dict[int, int] = {}   # actor index -> failures in this call
+        self._refs = {k: self._submit(k) for k in range(len(self._shards))}
+        self._results: dict[int, tuple] = {}
+
+    def _submit(self, k: int):
+        start, end = self._shards[k]
+        actor = self._group.actors[k]
+        return actor.score_with_stats.remote(self._problems[start:end],
+                                             self._segments[start:end])
+
+    def done(self) -> bool:
+        pending = [r for k, r in self._refs.items() if k not in self._results]
+        ready, _ = ray.wait(pending, num_returns=len(pending), timeout=0)
+        return len(ready) == len(pending)
+
+    def _collect(self, k: int) -> None:
+        try:
+            self._results[k] = ray.get(self._refs[k])
+        except RayActorError as err:
+            n = self.failures[k] = self.failures.get(k, 0) + 1
+            self._group.total_failures += 1
+            start, end = self._shards[k]
+            if n >= self._max_failures:
+                raise PRMActorGroupError(
+                    f"PRM actor {k} failed {n} time(s) scoring responses [{start}, {end}) "
+                    f"(max_failures={self._max_failures}); last error: "
+                    f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+                ) from err
+            logger.warning("PRM actor %d died scoring responses [%d, %d) (failure %d of %d); "
+                           "retrying its shard after Ray restarts it", k, start, end, n,
+                           self._max_failures)
+            self._group.wait_restarted(k)
+            self._refs[k] = self._submit(k)
+
+    def result(self, timeout: float | None = None) -> tuple[list[list[float]], PRMStats]:
+        """Scores and merged stats; raises TimeoutError if not done within ``timeout`` s."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while len(self._results) < len(self._shards):
+            pending = {r: k for k, r in self._refs.items() if k not in self._results}
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=left)
+            if not ready:
+                raise TimeoutError(f"PRM group call not done within {timeout} s "
+                                   f"({len(pending)} of {len(self._shards)} shards pending)")
+            for ref in ready:
+                self._collect(pending[ref])
+        scores, parts = [], []
+        for k in range(len(self._shards)):
+            shard_scores, shard_stats = self._results[k]
+            scores += shard_scores
+            parts.append(PRMStats(**shard_stats))
+        stats = PRMStats.merge(parts, [a for a, _ in self._shards])
+        self._group.last_stats = stats
+        return scores, stats
+
+
+class PRMActorGroup:
+    """N PRM actors on a placement group of their own; scores batches split across them.
+
+    Options: num_actors; num_gpus_per_actor (default 1 if the cluster has GPUs, else 0);
+    num_cpus_per_actor (1); max_failures per shard and call (3); max_restarts per actor
+    (-1 = unlimited: over a long training an actor may die more than a few times);
+    placement_strategy ("PACK"); ready_timeout_s (600, covers model loading);
+    any other keyword goes to :class:`PRMScorer` (dtype, max_length, engine_kwargs, ...).
+    """
+
+    def __init__(self, model_name_or_path: str, num_actors: int = 1, backend: str = "hf", *,
+                 num_gpus_per_actor: float | None = None, num_cpus_per_actor: float = 1,
+                 max_failures: int = 3, max_restarts: int = -1, placement_strategy: str = "PACK",
+                 ready_timeout_s: float = 600.0, **scorer_kwargs):
+        if num_actors < 1 or max_failures < 1:
+            raise ValueError("num_actors and max_failures must be at least 1")
+        if not ray.is_initialized():
+            raise RuntimeError("PRMActorGroup needs a running Ray (call ray.init first)")
+        if num_gpus_per_actor is None:
+            num_gpus_per_actor = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
+        self.max_failures = max_failures
+        self.ready_timeout_s = ready_timeout_s
+        self.total_failures = 0
+        self.last_stats: PRMStats | None = None
+        bundle = {"CPU": num_cpus_per_actor}
+        if num_gpus_per_actor:
+            bundle["GPU"] = num_gpus_per_actor
+        self.placement_group = placement_group([dict(bundle) for _ in range(num_actors)],
+                                               strategy=placement_strategy)
+        self._wait_ready(self.placement_group.ready(), ready_timeout_s,
+                         f"placement group of {num_actors} x {bundle}")
+        remote_cls = ray.remote(PRMActor)
+        threads = max(1, int(num_cpus_per_actor)) if not num_gpus_per_actor else None
+        self.actors = [
+            remote_cls.options(
+                num_cpus=num_cpus_per_actor, num_gpus=num_gpus_per_actor,
+                max_restarts=max_restarts, max_task_retries=0,
+                scheduling_strategy=PlacementGroupSchedulingStrategy(
+                    self.placement_group, placement_group_bundle_index=i),
+            ).remote(model_name_or_path, backend, scorer_kwargs, threads)
+            for i in range(num_actors)
+        ]
+        self._wait_ready([a.info.remote() for a in self.actors], ready_timeout_s,
+                         f"{num_actors} PRM actors ({model_name_or_path})")
+
+    def _wait_ready(self, refs, timeout: float, what: str):
+        try:
+            return ray.get(refs, timeout=timeout)
+        except ray.exceptions.GetTimeoutError as err:
+            self.shutdown()
+            raise PRMActorGroupError(f"{what} not ready within {timeout:.0f} s; cluster "
+                                     f"resources: {ray.available_resources()}") from err
+        except RayActorError as err:  # e.g. the checkpoint failed to load in an actor
+            self.shutdown()
+            raise PRMActorGroupError(f"{what} failed to start: {err}") from err
+
+    def wait_restarted(self, k: int) -> None:
+        """Block until actor ``k`` answers again after a crash.
+
+        While Ray restarts an actor (a new process that reloads the model), calls to it fail at
+        once with ActorUnavailableError; resubmitting the shard straight away would burn the
+        failure budget on one crash. A permanently dead actor returns here at once, and the
+        resubmitted shard then fails and counts.
+        """
+        deadline = time.monotonic() + self.ready_timeout_s
+        delay = 0.1
+        while True:
+            try:
+                ray.get(self.actors[k].info.remote(),
+                        timeout=max(0.0, deadline - time.monotonic()))
+                return
+            except ray.exceptions.ActorUnavailableError:
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(delay)
+                delay = min(2.0, delay * 2)
+            except ray.exceptions.GetTimeoutError:
+                break
+            except RayActorError:
+                return
+        raise PRMActorGroupError(f"PRM actor {k} did not come back within "
+                                 f"{self.ready_timeout_s:.0f} s of a crash")
+
+    def info(self) -> list[dict]:
+        return ray.get([a.info.remote() for a in self.actors])
+
+    def score_async(self, problems: list[str], segments: list[list[str]],
+                    max_failures: int | None = None) -> PRMScoreFuture:
+        """Dispatch a batch now; the returned future's ``result()`` gives (scores, stats)."""
+        from .inputs import validate_batch
+
+        validate_batch(problems, segments)
+        return PRMScoreFuture(self, list(problems), [list(s) for s in segments],
+                              max_failures or self.max_failures)
+
+    def score_with_stats(self, problems, segments, timeout: float | None = None):
+        return self.score_async(problems, segments).result(timeout)
+
+    def score(self, problems: list[str], segments: list[list[str]],
+              timeout: float | None = None) -> list[list[float]]:
+        return self.score_with_stats(problems, segments, timeout)[0]
+
+    def shutdown(self) -> None:
+        """Kill the actors and free their placement group."""
+        for a in getattr(self, "actors", []):
+            ray.kill(a, no_restart=True)
+        self.actors = []
+        if getattr(self, "placement_group", None) is not None:
+            remove_placement_group(self.placement_group)
+            self.placement_group = None

@@ -1,0 +1,161 @@
+"""PRM HTTP service and client: round trip, auth, malformed and oversized requests, retries."""
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import requests
+
+from prpo_openrlhf.prm import PRMClient, PRMClientError, PRMServer
+
+from .reference import PROBLEMS, SEGMENTS
+
+TOKEN = "test-token-123"
+
+
+@pytest.fixture(scope="module")
+def server(hf_scorer):
+    srv = PRMServer(hf_scorer, port=0, token=TOKEN, max_request_bytes=4096).start()
+    yield srv
+    srv.shutdown()
+
+
+def _post(server, body, token=TOKEN, path="/score"):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    return requests.post(server.url + path, data=data, headers=headers, timeout=30)
+
+
+def test_round_trip_equals_the_scorer(server, hf_scorer):
+    client = PRMClient(server.url, token=TOKEN, retries=0)
+    assert server.host == "127.0.0.1"
+    assert client.health() == {"status": "ok"}
+    scores, stats = client.score_with_stats(PROBLEMS, SEGMENTS)
+    assert scores == hf_scorer.score(PROBLEMS, SEGMENTS)  # JSON floats round-trip exactly
+    assert stats.segments == 10 and stats.filled_segments == 0
+    assert client.score_async(PROBLEMS[:1], SEGMENTS[:1]).result(timeout=60)[0] == scores[:1]
+    info = client.info()
+    assert info["model"] == hf_scorer.model_name_or_path and info["counts"]["served"] >= 2
+    client.close()
+
+
+def test_several_trainings_share_one_service(server, hf_scorer):
+    batches = [(PROBLEMS[i:], SEGMENTS[i:]) for i in range(3)]
+    results = [None] * 3
+
+    def train(k):
+        results[k] = PRMClient(server.url, token=TOKEN).score(*batches[k])
+
+    threads = [threading.Thread(target=train, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    for (p, s), got in zip(batches, results):
+        assert got == hf_scorer.score(p, s)
+
+
+@pytest.mark.parametrize("token", [None, "wrong"])
+def test_missing_or_wrong_token_is_401(server, token):
+    resp = _post(server, {"problems": ["q"], "segments": [["a"]]}, token=token)
+    assert resp.status_code == 401 and "bearer token" in resp.json()["error"]
+    assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+    assert requests.get(server.url + "/info", timeout=30).status_code == 401
+    with pytest.raises(PRMClientError) as err:
+        PRMClient(server.url, token=token or "", retries=0).score(["q"], [["a"]])
+    assert err.value.status == 401
+
+
+@pytest.mark.parametrize("body, message", [
+    (b"{not json", "not valid JSON"),
+    ([1, 2], "must be a JSON object"),
+    ({"problems": ["a"]}, "must be a JSON object"),
+    ({"problems": ["a"], "segments": [["x"], ["y"]]}, "1 problems but 2 segment lists"),
+    ({"problems": [3], "segments": [["x"]]}, r"problems[0] is int"),
+    ({"problems": ["a"], "segments": ["x"]}, r"segments[0] is str"),
+])
+def test_malformed_requests_get_json_400(server, body, message):
+    resp = _post(server, body)
+    assert resp.status_code == 400
+    assert message in resp.json()["error"]
+
+
+def test_oversized_unknown_and_wrong_method(server):
+    big = {"problems": ["x" * 5000], "segments": [["a"]]}
+    resp = _post(server, big)
+    assert resp.status_code == 413 and "exceeds the limit of 4096 bytes" in resp.json()["error"]
+    with pytest.raises(PRMClientError, match="413"):
+        PRMClient(server.url, token=TOKEN, retries=3, backoff_s=0.01).score(*big.values())
+    assert requests.get(server.url + "/nope", timeout=30).status_code == 404
+    assert requests.get(server.url + "/score", timeout=30).status_code == 405
+    conn = http.client.HTTPConnection(server.host, server.port, timeout=30)
+    conn.putrequest("POST", "/score")
+    conn.putheader("Authorization", f"Bearer {TOKEN}")
+    conn.endheaders()  # no Content-Length
+    resp = conn.getresponse()
+    assert resp.status == 411 and "Content-Length" in json.loads(resp.read())["error"]
+    conn.close()
+
+
+def test_client_gives_up_on_an_unreachable_service_after_its_retries():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = PRMClient(f"http://127.0.0.1:{port}", retries=2, backoff_s=0.01,
+                       connect_timeout_s=1)
+    with pytest.raises(PRMClientError, match="failed after 3 attempts") as err:
+        client.health()
+    assert err.value.status is None
+
+
+def test_client_retries_503_then_succeeds():
+    """A peer that is busy twice (a restarting service) and then answers."""
+    calls = []
+
+    class Busy(BaseHTTPRequestHandler):
+        def do_GET(self):
+            calls.append(self.path)
+            status, body = (503, b'{"error": "busy"}') if len(calls) <= 2 else \
+                (200, b'{"status": "ok"}')
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    peer = ThreadingHTTPServer(("127.0.0.1", 0), Busy)
+    threading.Thread(target=peer.serve_forever, daemon=True).start()
+    try:
+        client = PRMClient(f"http://127.0.0.1:{peer.server_address[1]}", retries=3,
+                           backoff_s=0.01)
+        assert client.health() == {"status": "ok"} and len(calls) == 3
+    finally:
+        peer.shutdown()
+        peer.server_close()
+
+
+def test_cli_serves_with_a_token_from_the_environment(tiny_prm_path, hf_scorer):
+    env = dict(os.environ, PRPO_PRM_TOKEN=TOKEN)
+    exe = os.path.join(os.path.dirname(sys.executable), "prpo-serve-prm")
+    proc = subprocess.Popen([exe, "--model", tiny_prm_path, "--port", "0", "--dtype", "fp32",
+                             "--device", "cpu", "--log-level", "WARNING"],
+                            stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stdout.readline()
+        assert "serving" in line, line
+        url = line.rsplit(" on ", 1)[1].strip()
+        assert url.startswith("http://127.0.0.1:")
+        assert PRMClient(url, token=TOKEN).score(PROBLEMS, SEGMENTS) == \
+            hf_scorer.score(PROBLEMS, SEGMENTS)
+        assert requests.post(url + "/score", json={}, timeout=30).status_code == 401
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0

@@ -1,0 +1,82 @@
+"""PRMActorGroup on a local 2-CPU Ray cluster: sharding, async calls, actors killed mid-batch."""
+import os
+import signal
+import time
+
+import pytest
+
+from .reference import PROBLEMS, SEGMENTS
+
+ray = pytest.importorskip("ray")
+
+# 16 responses of a few hundred tokens: each actor's shard is a real forward of tens of ms.
+BIG_PROBLEMS = [PROBLEMS[i % 4] + f" (variant {i})" for i in range(16)]
+BIG_SEGMENTS = [[s * (1 + i % 3) for s in SEGMENTS[i % 4]] + [f"check {i}"] for i in range(16)]
+
+
+@pytest.fixture(scope="module")
+def group(tiny_prm_path):
+    from prpo_openrlhf.prm import PRMActorGroup
+
+    # Reuse a cluster another test module left running; only shut down the one started here.
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        grp = PRMActorGroup(tiny_prm_path, num_actors=2, backend="hf", dtype="fp32",
+                            max_failures=3, ready_timeout_s=300)
+        yield grp
+        grp.shutdown()
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def test_group_scores_equal_the_local_scorer(group, hf_scorer):
+    future = group.score_async(BIG_PROBLEMS, BIG_SEGMENTS)
+    scores, stats = future.result(timeout=300)
+    ref = hf_scorer.score(BIG_PROBLEMS, BIG_SEGMENTS)
+    assert len(scores) == len(ref)
+    for a, b in zip(scores, ref):
+        assert a == pytest.approx(b, abs=1e-5)
+    assert stats.responses == 16 and stats.segments == sum(len(s) for s in BIG_SEGMENTS)
+    assert group.score([], []) == []
+
+
+def test_actors_sit_on_their_own_cpu_bundles(group):
+    table = ray.util.placement_group_table(group.placement_group)
+    assert table["state"] == "CREATED"
+    assert list(table["bundles"].values()) == [{"CPU": 1.0}, {"CPU": 1.0}]
+    infos = group.info()
+    assert len({i["pid"] for i in infos}) == 2 and all(i["device"] == "cpu" for i in infos)
+
+
+def test_actor_killed_mid_batch_is_restarted_and_its_share_retried(group, hf_scorer):
+    pid = group.info()[0]["pid"]
+    future = group.score_async(BIG_PROBLEMS, BIG_SEGMENTS)
+    # SIGKILL right after dispatch: the shard is in flight (a real crash, like an OOM kill).
+    os.kill(pid, signal.SIGKILL)
+    scores, stats = future.result(timeout=300)
+    assert future.failures == {0: 1}
+    for a, b in zip(scores, hf_scorer.score(BIG_PROBLEMS, BIG_SEGMENTS)):
+        assert a == pytest.approx(b, abs=1e-5)
+    assert stats.responses == 16
+    assert group.info()[0]["pid"] != pid  # Ray restarted it in a new process
+
+
+def test_an_actor_that_stays_dead_fails_the_call_after_max_failures(group):
+    """Last in the module: it leaves actor 1 dead for good (Ray will not restart it)."""
+    from prpo_openrlhf.prm import PRMActorGroupError
+
+    ray.kill(group.actors[1], no_restart=True)
+    for _ in range(600):  # ray.kill is asynchronous: wait until Ray reports the actor dead
+        try:
+            ray.get(group.actors[1].info.remote(), timeout=60)
+            time.sleep(0.1)
+        except ray.exceptions.RayActorError:
+            break
+    future = group.score_async(BIG_PROBLEMS, BIG_SEGMENTS, max_failures=2)
+    with pytest.raises(PRMActorGroupError, match=r"PRM actor 1 failed 2 time\(s\) scoring "
+                                                 r"responses \[\d+, 16\)"):
+        future.result(timeout=300)
+    assert future.failures == {1: 2}  # the first death and the retry; no scores made up
