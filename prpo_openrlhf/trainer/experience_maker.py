@@ -19,7 +19,7 @@ from openrlhf.trainer.ppo_utils.experience import Experience
 from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
 from openrlhf.utils.logging_utils import init_logger
 
-from prpo_openrlhf.algorithms.advantages import ESTIMATORS
+from prpo_openrlhf.algorithms.advantages import ESTIMATORS, outcome_shift, process_z
 from prpo_openrlhf.algorithms.rewards import length_penalty
 from prpo_openrlhf.algorithms.segmentation import scores_to_tokens, segment_batch
 from prpo_openrlhf.cli.prpo_flags import PRM_ESTIMATORS
@@ -145,17 +145,27 @@ class PRPOExperienceMaker(RemoteExperienceMaker):
             n_samples_per_prompt=self.args.rollout.n_samples_per_prompt, **self._estimator_options(),
         )
         position = {i: r for r, i in enumerate(ranked)}
-        score_mean = (process * mask).sum(1) / mask.sum(1).clamp(min=1)  # token-weighted mean PRM score
+        stats = self._signal_stats(process, rewards, mask, segment_ids)
         for exp in experiences:
             width = exp.action_mask.shape[1]
             exp.advantages = torch.stack([adv[position[i], :width] for i in exp.index]).to(exp.action_mask.device)
             exp.returns = exp.advantages.clone()
             exp.info["return"] = exp.rewards
-            exp.info["prm_score_mean"] = torch.stack([score_mean[position[i]] for i in exp.index])
+            for key, value in stats.items():
+                exp.info[key] = torch.stack([value[position[i]] for i in exp.index])
             for key, value in self._prm_info.items():
                 exp.info[f"prm/{key}"] = torch.full((len(exp.index),), float(value))
             exp.kl = None
         return experiences
+
+    def _signal_stats(self, process, rewards, mask, segment_ids) -> dict:
+        """(N,) per-rollout logging: mean PRM score, mean process z, outcome shift beta."""
+        n = self.args.rollout.n_samples_per_prompt
+        z = process_z(process, mask, n, self.prpo.prior_mean, self.prpo.prior_std, self.prpo.normalization,
+                      segment_ids=segment_ids)
+        tokens = mask.sum(1).clamp(min=1)
+        return {"prm_score_mean": (process * mask).sum(1) / tokens, "prpo/z_mean": z.sum(1) / tokens,
+                "prpo/beta": outcome_shift(rewards, n)}
 
     def _estimator_options(self) -> dict:
         return dict(prior_mean=self.prpo.prior_mean, prior_std=self.prpo.prior_std,

@@ -157,6 +157,11 @@ def test_prpo_experiences_end_to_end(rollout_samples, tiny_lm_path, policy_group
         scores = exp.info["prm_score_mean"]
         assert torch.all((scores > 0) & (scores < 1))
         assert exp.info["prm/wait_s"].min() >= 0 and exp.info["prm/segments_per_response"][0] >= 1
+        # z is (r - 0.5) / 0.289 averaged over tokens; beta is R minus the group mean of R.
+        torch.testing.assert_close(exp.info["prpo/z_mean"], (scores - 0.5) / 0.289)
+        # Group 0 has R = [1, -1, -1, 1] (mean 0), group 1 has R = [-1, -1, 1, -1] (mean -0.5).
+        beta = {0: 1.0, 1: -1.0, 2: -1.0, 3: 1.0, 4: -0.5, 5: -0.5, 6: 1.5, 7: -0.5}
+        assert exp.info["prpo/beta"].tolist() == [beta[i] for i in exp.index]
     # Tokens of one segment share one advantage; the advantage changes only at a cut.
     first = experiences[0]
     row = first.advantages[0][first.action_mask[0].bool()]
