@@ -94,10 +94,6 @@ class VLLMBackend:
         model_max = _model_max_len(opts.model, opts.trust_remote_code)
         max_len = opts.max_model_len or min(needed_len, model_max or needed_len)
         kwargs = cpu_engine_kwargs(max_model_len=max_len, kv_cache_mib=opts.cpu_kv_cache_mib)
-        # vLLM 0.29 on CPU crashes when a seeded request is prefilled in chunks ("CPU
-        # Generator does not use offset": the discarded token's RNG offset is rewound);
-        # whole-prompt prefills never take that path.
-        kwargs.update(enable_chunked_prefill=False, max_num_batched_tokens=max(max_len, 4096))
         if opts.dtype != "auto":
             kwargs["dtype"] = opts.dtype
         return kwargs
