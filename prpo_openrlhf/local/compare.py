@@ -1,0 +1,176 @@
+"""``prpo-local compare``: the paper's Table 4 / Figure 3 at small scale, on one machine.
+
+Every method trains from the same warmed-up policy with the same seeds (same prompts per step,
+same sampling seeds) and the same budget (steps x rollouts); only the advantage estimator, the
+split or the normalisation differs. Each run lives in ``<out>/<method>/seed<k>/``; a finished
+run is reused, so an interrupted comparison continues where it stopped. Prints a table and
+writes ``compare.md``, ``compare.json`` and ``compare.png`` into ``<out>``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import time
+from pathlib import Path
+
+from prpo_openrlhf.local import runlog
+from prpo_openrlhf.local.config import TrainConfig, UsageError
+
+# name -> TrainConfig overrides; GRPO first: the others are measured against its final accuracy.
+METHODS: dict[str, dict] = {
+    "GRPO": {"estimator": "group_norm"},
+    "PRPO": {"estimator": "prpo"},
+    "PRM-Avg": {"estimator": "prm_avg"},
+    "PRM-Avg+PRPO": {"estimator": "prm_avg_prpo"},
+    "process-only": {"estimator": "process_only"},
+    "PRPO uniform split": {"estimator": "prpo", "split": "uniform"},
+    "PRPO random split": {"estimator": "prpo", "split": "random"},
+    "PRPO relative norm": {"estimator": "prpo", "normalization": "relative"},
+    # not in the default list, available by name:
+    "Dr.GRPO": {"estimator": "dr_grpo"},
+    "PURE": {"estimator": "pure"},
+}
+DEFAULT_METHODS = list(METHODS)[:8]
+COMPARE_DEFAULTS = dict(eval_problems=256)
+
+
+def add_compare_flags(parser: argparse.ArgumentParser) -> None:
+    from prpo_openrlhf.local.flags import add_train_flags
+
+    g = parser.add_argument_group("comparison")
+    g.add_argument("--compare.methods", dest="methods", default=",".join(DEFAULT_METHODS),
+                   help=f"comma-separated, from: {', '.join(METHODS)}")
+    g.add_argument("--compare.seeds", dest="seeds", default="0", help="comma-separated training seeds")
+    g.add_argument("--compare.output_dir", dest="compare_dir", default="runs/prpo-local-compare",
+                   help="directory of the comparison (one run directory per method and seed)")
+    add_train_flags(parser.add_argument_group("shared training settings (every method)"),
+                    TrainConfig(**COMPARE_DEFAULTS), skip=("output_dir", "resume"))
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+
+
+def _finished(out: Path, num_steps: int) -> bool:
+    return any(r.get("step") == num_steps and "eval/accuracy" in r for r in runlog.read_metrics(out))
+
+
+def run_one(base: TrainConfig, name: str, seed: int, root: Path, log=print) -> list[dict]:
+    from prpo_openrlhf.local.trainer import LocalTrainer
+
+    out = root / _slug(name) / f"seed{seed}"
+    if _finished(out, base.num_steps):
+        log(f"{name} seed {seed}: finished earlier, reusing {out}")
+        return runlog.read_metrics(out)
+    resume = (out / runlog.CKPT).exists()
+    if not resume and out.exists():  # a run killed before its first checkpoint: start it again
+        (out / runlog.METRICS).unlink(missing_ok=True)
+    cfg = dataclasses.replace(base, **METHODS[name], seed=seed, output_dir=str(out), resume=resume)
+    t0 = time.monotonic()
+    records = LocalTrainer(cfg, log=log).train()
+    log(f"{name} seed {seed}: {time.monotonic() - t0:.0f} s")
+    return records
+
+
+def summarize(records: list[dict], last: int = 10) -> dict:
+    """Final held-out accuracies, the eval curve, and the mean length of the last training steps."""
+    evals = [r for r in records if "eval/accuracy" in r]
+    train = [r for r in records if "train/accuracy" in r]
+    tail = train[-last:]
+    return {"accuracy": evals[-1]["eval/accuracy"], "sampled_accuracy": evals[-1]["eval/sampled_accuracy"],
+            "response_length": sum(r["train/response_length"] for r in tail) / max(len(tail), 1),
+            "curve": [(r["step"], r["eval/accuracy"], r["eval/sampled_accuracy"]) for r in evals],
+            "length_curve": [(r["step"], r["train/response_length"]) for r in train]}
+
+
+def steps_to_reach(curve, target: float, column: int = 1) -> int | None:
+    """First evaluated step whose held-out accuracy is >= target (None if never)."""
+    return next((c[0] for c in curve if c[column] >= target - 1e-9), None)
+
+
+def _mean_sd(xs: list[float]) -> str:
+    if len(xs) == 1:
+        return f"{100 * xs[0]:.1f}"
+    return f"{100 * statistics.mean(xs):.1f} ± {100 * statistics.stdev(xs):.1f}"
+
+
+def table(results: dict[str, list[dict]], start: dict | None) -> str:
+    """Markdown table; 'steps to GRPO' uses each seed's own GRPO run as the target."""
+    grpo = results.get("GRPO")
+    head = ("| method | held-out acc. greedy (%) | held-out acc. sampled (%) | mean response length "
+            "(tokens, last 10 steps) | steps to GRPO's final greedy acc. |\n|---|---|---|---|---|\n")
+    rows = []
+    if start:
+        rows.append(f"| (start: warmed-up policy) | {100 * start['accuracy']:.1f} | "
+                    f"{100 * start['sampled_accuracy']:.1f} | {start['response_length']:.1f} | |")
+    for name, per_seed in results.items():
+        reach = "-"
+        if grpo:
+            hits = [steps_to_reach(s["curve"], g["accuracy"]) for s, g in zip(per_seed, grpo)]
+            reach = ", ".join("never" if h is None else str(h) for h in hits)
+        rows.append(f"| {name} | {_mean_sd([s['accuracy'] for s in per_seed])} | "
+                    f"{_mean_sd([s['sampled_accuracy'] for s in per_seed])} | "
+                    f"{statistics.mean(s['response_length'] for s in per_seed):.1f} | {reach} |")
+    return head + "\n".join(rows) + "\n"
+
+
+def plot(results: dict[str, list[dict]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for name, per_seed in results.items():
+        curve = per_seed[0]["curve"]
+        steps = [c[0] for c in curve]
+        for col, ax in ((1, axes[0]), (2, axes[1])):
+            ys = [statistics.mean(s["curve"][i][col] for s in per_seed) for i in range(len(curve))]
+            ax.plot(steps, ys, marker="o", ms=3, label=name)
+        ls = per_seed[0]["length_curve"]
+        axes[2].plot([x[0] for x in ls], runlog._smooth([statistics.mean(s["length_curve"][i][1] for s in per_seed)
+                                                         for i in range(len(ls))]), label=name)
+    for ax, t in zip(axes, ("held-out accuracy (greedy)", "held-out accuracy (sampled)",
+                            "mean response length (smoothed)")):
+        ax.set_title(t)
+        ax.set_xlabel("step")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run_compare(args: argparse.Namespace, log=print) -> dict:
+    from prpo_openrlhf.local.flags import config_from_args
+
+    names = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in names if m not in METHODS]
+    if unknown:
+        raise UsageError(f"--compare.methods: unknown {unknown}; choose from {', '.join(METHODS)}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    base = config_from_args(args)
+    root = Path(args.compare_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    results, start = {}, None
+    for name in names:
+        results[name] = []
+        for seed in seeds:
+            recs = run_one(base, name, seed, root, log)
+            results[name].append(summarize(recs))
+            if start is None:
+                first = next(r for r in recs if "eval/accuracy" in r)
+                first_train = next(r for r in recs if "train/accuracy" in r)
+                start = {"accuracy": first["eval/accuracy"], "sampled_accuracy": first["eval/sampled_accuracy"],
+                         "response_length": first_train["train/response_length"]}
+    md = table(results, start)
+    budget = (f"{base.num_steps} steps x {base.prompts_per_step} prompts x {base.n_samples_per_prompt} rollouts, "
+              f"seeds {seeds}, {base.eval_problems} held-out problems")
+    (root / "compare.md").write_text(f"# prpo-local compare\n\n{budget}\n\n{md}")
+    (root / "compare.json").write_text(json.dumps({"budget": budget, "config": dataclasses.asdict(base),
+                                                   "start": start, "results": results}, indent=1))
+    plot(results, root / "compare.png", f"prpo-local compare: {budget}")
+    log(f"\n{budget}\n\n{md}\nwrote {root / 'compare.md'}, {root / 'compare.png'}")
+    return results

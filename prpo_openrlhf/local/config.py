@@ -1,0 +1,120 @@
+"""Settings of a single-machine run; ``__main__`` maps OpenRLHF-style dotted flags onto them."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from prpo_openrlhf.algorithms.segmentation import METHODS as SPLITS
+
+PRM_ESTIMATORS = ("prpo", "prm_avg", "prm_avg_prpo", "pure", "process_only")
+OUTCOME_ESTIMATORS = ("group_norm", "dr_grpo")
+ESTIMATOR_ALIASES = {"grpo": "group_norm"}
+
+
+class UsageError(ValueError):
+    """Bad flags or run directory: reported as one message, without a traceback."""
+
+
+@dataclass
+class TrainConfig:
+    # models
+    model: str | None = None          # HF path; None = the embedded warmed-up tiny policy
+    prm: str = "synthetic"            # "synthetic" = exact process verifier, else a PRM path
+    prm_backend: str = "hf"
+    verifier_mode: str = "strict"
+    system_prompt: str = "auto"       # auto: none for the embedded policy, the paper's otherwise
+    # algorithm
+    estimator: str = "prpo"
+    split: str = "entropy"
+    k: int = 5
+    min_gap: int = 10
+    normalization: str = "prior"
+    prior_mean: float = 0.5
+    prior_std: float = 0.289
+    pure_temperature: float = 0.1
+    split_seed: int = 42
+    entropy_source: str = "auto"      # auto: vllm when the engine returns entropies, else actor
+    length_penalty_threshold: int = 1024
+    length_penalty_scale: float = 1024.0
+    grader_timeout: float = 5.0
+    # rollout
+    engine: str = "auto"              # auto | hf | vllm
+    prompts_per_step: int = 16
+    n_samples_per_prompt: int = 8
+    max_new_tokens: int = 48
+    temperature: float = 1.0
+    # update
+    num_steps: int = 60
+    train_batch_size: int = 64        # rollouts per optimizer step
+    micro_batch_size: int = 128       # rows per forward/backward (gradient accumulation)
+    max_epochs: int = 1
+    lr: float = 2e-4
+    eps_clip: float = 0.2
+    kl_coef: float = 0.001
+    kl_estimator: str = "k3"
+    max_norm: float = 1.0
+    # evaluation, logging, checkpoints
+    eval_steps: int = 10
+    eval_problems: int = 128
+    save_steps: int = 10
+    output_dir: str | None = None
+    resume: bool = False
+    seed: int = 0
+    task_seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+    # embedded policy warm-up (used only when model is None)
+    warmup_steps: int = 600
+    warmup_p_err: float = 0.1
+    warmup_hidden_size: int = 128
+    warmup_num_layers: int = 2
+
+    def __post_init__(self):
+        self.estimator = ESTIMATOR_ALIASES.get(self.estimator, self.estimator)
+
+    @property
+    def needs_process(self) -> bool:
+        return self.estimator in PRM_ESTIMATORS
+
+
+# Fields that may change when a run is resumed (they do not alter what was trained so far).
+RESUMABLE_CHANGES = {"num_steps", "eval_steps", "save_steps", "output_dir", "resume", "progress",
+                     "device", "engine", "entropy_source"}
+
+
+def check(cfg: TrainConfig) -> None:
+    """Cross-field checks; raise ValueError naming the flags."""
+    from prpo_openrlhf.local.flags import flag_of
+
+    errors = []
+    if cfg.estimator not in PRM_ESTIMATORS + OUTCOME_ESTIMATORS:
+        errors.append(f"{flag_of('estimator')} {cfg.estimator!r}: choose one of "
+                      f"{', '.join(OUTCOME_ESTIMATORS + PRM_ESTIMATORS)} (or 'grpo' for group_norm)")
+    if cfg.split not in SPLITS:
+        errors.append(f"{flag_of('split')} {cfg.split!r}: choose one of {', '.join(SPLITS)}")
+    if cfg.n_samples_per_prompt < 2 and cfg.estimator != "process_only":
+        errors.append(f"{flag_of('estimator')} {cfg.estimator} is group-relative: "
+                      f"{flag_of('n_samples_per_prompt')} must be > 1")
+    total = cfg.prompts_per_step * cfg.n_samples_per_prompt
+    if cfg.train_batch_size < 1 or total % cfg.train_batch_size:
+        errors.append(f"{flag_of('train_batch_size')} {cfg.train_batch_size} must divide "
+                      f"{flag_of('prompts_per_step')} x {flag_of('n_samples_per_prompt')} = {total}")
+    if cfg.k < 1 or cfg.min_gap < 1:
+        errors.append(f"{flag_of('k')} and {flag_of('min_gap')} must be >= 1")
+    if cfg.engine not in ("auto", "hf", "vllm"):
+        errors.append(f"{flag_of('engine')} must be auto, hf or vllm")
+    if cfg.entropy_source not in ("auto", "actor", "vllm"):
+        errors.append(f"{flag_of('entropy_source')} must be auto, actor or vllm")
+    if cfg.entropy_source == "vllm" and cfg.engine == "hf":
+        errors.append(f"{flag_of('entropy_source')} vllm needs {flag_of('engine')} vllm")
+    if cfg.normalization not in ("prior", "relative"):
+        errors.append(f"{flag_of('normalization')} must be prior or relative")
+    if cfg.prior_std <= 0:
+        errors.append(f"{flag_of('prior_std')} must be > 0")
+    if errors:
+        raise UsageError("invalid arguments:\n  - " + "\n  - ".join(errors))
+
+
+def diff(saved: dict, cfg: TrainConfig) -> list[str]:
+    """Fields whose value differs from a checkpoint's config and may not change on resume."""
+    return [f.name for f in fields(cfg)
+            if f.name not in RESUMABLE_CHANGES and f.name in saved and saved[f.name] != getattr(cfg, f.name)]

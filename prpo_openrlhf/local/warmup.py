@@ -1,0 +1,163 @@
+"""The embedded default policy: a tiny byte-level Qwen2 warmed up by a short SFT on noisy solutions.
+
+The SFT data are solutions of the synthetic task with an arithmetic slip per step with
+probability ``p_err`` (``task.noisy_solution``), so the policy starts with both capacity errors
+and learned slips: somewhere between 20% and 60% held-out accuracy, leaving RL room to show.
+The result is cached under ``$PRPO_CACHE_DIR`` (default ``~/.cache/prpo_openrlhf``) in
+``warmup/<hash of the config>/`` as a plain HF checkpoint (vLLM loads it too) plus
+``warmup.json`` with the config, the starting accuracy and the time it took.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from prpo_openrlhf.local.task import ArithmeticTask, TaskConfig, noisy_solution
+
+WARMUP_FORMAT = 1  # bump when the SFT recipe changes in a way the config does not capture
+
+
+@dataclass(frozen=True)
+class WarmupConfig:
+    task: TaskConfig = field(default_factory=TaskConfig)
+    task_seed: int = 0
+    hidden_size: int = 128
+    num_layers: int = 2
+    max_position_embeddings: int = 256
+    steps: int = 600
+    batch_size: int = 32
+    lr: float = 3e-3
+    warmup_steps: int = 30
+    p_err: float = 0.1
+    seed: int = 0
+    eval_problems: int = 128
+
+    def key(self) -> str:
+        blob = json.dumps({"format": WARMUP_FORMAT, **dataclasses.asdict(self)}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("PRPO_CACHE_DIR") or Path.home() / ".cache" / "prpo_openrlhf")
+
+
+def _sft_batch(tok, task: ArithmeticTask, cfg: WarmupConfig, step: int, rng: random.Random):
+    """Chat-formatted (input_ids, attention_mask, labels); loss on the response + EOS only."""
+    from prpo_openrlhf.local.rollout import chat_prompt_ids
+
+    problems = task.train_batch(cfg.batch_size, f"sft-{step}")
+    prompts = chat_prompt_ids(tok, [p.text for p in problems], None)
+    seqs, labels = [], []
+    for p, prompt in zip(problems, prompts):
+        resp = tok(noisy_solution(p, rng, cfg.p_err), add_special_tokens=False)["input_ids"]
+        resp.append(tok.eos_token_id)
+        seqs.append(prompt + resp)
+        labels.append([-100] * len(prompt) + resp)
+    width = max(map(len, seqs))
+    ids = torch.full((len(seqs), width), tok.pad_token_id, dtype=torch.long)
+    lab = torch.full((len(seqs), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, (s, lb) in enumerate(zip(seqs, labels)):
+        ids[i, : len(s)], lab[i, : len(s)], mask[i, : len(s)] = torch.tensor(s), torch.tensor(lb), 1
+    return ids, mask, lab
+
+
+def sft(model, tok, task: ArithmeticTask, cfg: WarmupConfig, progress: bool = True) -> list[float]:
+    """Supervised warm-up; linear warm-up then cosine decay of the learning rate. Returns losses."""
+    from tqdm import tqdm
+
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(f"sft-noise-{cfg.seed}")
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    model.train()
+    losses = []
+    bar = tqdm(range(cfg.steps), desc="warm-up SFT", disable=not progress, dynamic_ncols=True)
+    for step in bar:
+        ids, mask, lab = _sft_batch(tok, task, cfg, step, rng)
+        scale = min(1.0, (step + 1) / cfg.warmup_steps) * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * scale
+        loss = model(input_ids=ids, attention_mask=mask, labels=lab).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    return losses
+
+
+def heldout_accuracy(rollout, tok, task: ArithmeticTask, n_problems: int, *, greedy: bool,
+                     temperature: float = 1.0, max_new_tokens: int = 64, seed: int = 0,
+                     system_prompt: str | None = None) -> dict:
+    """Accuracy (math-verify grader) and mean response length on the first held-out problems."""
+    from prpo_openrlhf.algorithms.rewards import grade_batch
+    from prpo_openrlhf.local.rollout import chat_prompt_ids
+
+    problems = task.heldout[:n_problems]
+    prompts = chat_prompt_ids(tok, [p.text for p in problems], system_prompt)
+    samples = rollout.generate(prompts, 1, temperature, max_new_tokens, seed, greedy=greedy)
+    ok = grade_batch([s.text for s in samples], [str(p.answer) for p in problems])
+    return {"accuracy": sum(ok) / len(ok), "response_length": sum(len(s.response_ids) for s in samples) / len(samples)}
+
+
+def _build(cfg: WarmupConfig, out: Path, progress: bool) -> dict:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from prpo_openrlhf.local.rollout import HFRollout
+    from prpo_openrlhf.testing.tiny_models import write_tiny_lm
+
+    t0 = time.monotonic()
+    write_tiny_lm(out, seed=cfg.seed, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
+                  max_position_embeddings=cfg.max_position_embeddings)
+    tok = AutoTokenizer.from_pretrained(out)
+    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+    task = ArithmeticTask(cfg.task, seed=cfg.task_seed)
+    losses = sft(model, tok, task, cfg, progress)
+    model.save_pretrained(out)
+    sft_seconds = time.monotonic() - t0
+    rollout = HFRollout(model, tok)
+    greedy = heldout_accuracy(rollout, tok, task, cfg.eval_problems, greedy=True)
+    sampled = heldout_accuracy(rollout, tok, task, cfg.eval_problems, greedy=False)
+    return {"config": dataclasses.asdict(cfg), "key": cfg.key(), "final_loss": sum(losses[-20:]) / 20,
+            "sft_seconds": round(sft_seconds, 1), "heldout_greedy": greedy, "heldout_sampled": sampled}
+
+
+def warmed_up_policy(cfg: WarmupConfig = WarmupConfig(), *, root: Path | None = None,
+                     progress: bool = True, log=print) -> tuple[str, dict]:
+    """Path of the warmed-up checkpoint for ``cfg`` (built and cached on first use) and its info."""
+    target = (root or cache_root()) / "warmup" / cfg.key()
+    info_file = target / "warmup.json"
+    if info_file.exists():
+        info = json.loads(info_file.read_text())
+        log(f"warm-up policy: cached at {target} (held-out accuracy greedy "
+            f"{info['heldout_greedy']['accuracy']:.1%}, sampled {info['heldout_sampled']['accuracy']:.1%})")
+        return str(target), info
+    log(f"warm-up policy: building {target} ({cfg.steps} SFT steps, noise p_err={cfg.p_err})")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{cfg.key()}-", dir=target.parent))
+    try:
+        info = _build(cfg, tmp, progress)
+        (tmp / "warmup.json").write_text(json.dumps(info, indent=2))
+        try:
+            tmp.rename(target)  # atomic: a concurrent builder that finished first wins
+        except OSError:
+            if not info_file.exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log(f"warm-up policy: done in {info['sft_seconds']:.0f} s; held-out accuracy greedy "
+        f"{info['heldout_greedy']['accuracy']:.1%}, sampled {info['heldout_sampled']['accuracy']:.1%}")
+    return str(target), json.loads(info_file.read_text())

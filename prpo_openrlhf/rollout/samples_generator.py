@@ -1,0 +1,125 @@
+"""Experiences with per-token entropies (OpenRLHF 0.11.2 subclasses) and the actor fallback.
+
+- :class:`PRPOExperience`: OpenRLHF's ``Experience`` plus ``entropies`` (B, A), aligned with
+  ``action_mask`` and zero where it is 0.
+- :class:`PRPOSamplesGenerator`: OpenRLHF's ``SamplesGenerator``; only
+  ``_process_response_into_experience`` changes: the executor's ``rollout_entropies`` (see
+  agent_executor.py) are cut exactly like ``rollout_log_probs`` and the result is a
+  PRPOExperience.
+- :func:`entropies_from_actor_output` / :func:`actor_token_entropies`: ``--prpo.entropy_source
+  actor``, the entropy from the training-side forward (OpenRLHF
+  ``Actor.forward(return_entropy=True)``), for vLLM versions the plugin does not support.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+from openrlhf.trainer.ppo_utils.experience import Experience, tensor_field
+from openrlhf.trainer.ppo_utils.samples_generator import SamplesGenerator
+
+from prpo_openrlhf.rollout.agent_executor import ENTROPY_AGENT_PATH, RESPONSE_KEY
+from prpo_openrlhf.rollout.vllm_entropy import FALLBACK_HINT, SUPPORTED_VLLM_VERSION, version_problem
+
+# Values of --prpo.entropy_source (the flag lives in prpo_openrlhf.cli.prpo_flags).
+ENTROPY_SOURCE_VLLM = "vllm"
+ENTROPY_SOURCE_ACTOR = "actor"
+ENTROPY_SOURCES = (ENTROPY_SOURCE_VLLM, ENTROPY_SOURCE_ACTOR)
+
+
+def check_entropy_source(source: str, vllm_version: str | None = None) -> None:
+    """Start-up check of ``--prpo.entropy_source``: vllm needs the plugin's vLLM version."""
+    if source not in ENTROPY_SOURCES:
+        raise ValueError(f"--prpo.entropy_source {source!r}: choose one of {ENTROPY_SOURCES}")
+    if source == ENTROPY_SOURCE_VLLM:
+        problem = version_problem(vllm_version)
+        if problem:
+            raise ValueError(f"--prpo.entropy_source vllm needs vLLM {SUPPORTED_VLLM_VERSION}: "
+                             f"{problem}")
+
+
+@dataclass
+class PRPOExperience(Experience):
+    """OpenRLHF ``Experience`` + ``entropies`` (B, A): H_t of each action token, 0 off the mask.
+
+    OpenRLHF's batching helpers (``split_experience_batch``, ``make_experience_batch``,
+    ``Experience.concat_experiences``) rebuild plain Experiences from ``fields(Experience)``
+    and drop ``entropies``; PRPO reads them from the rollout samples before those run, and
+    :meth:`concat_experiences` here keeps them.
+    """
+
+    entropies: torch.Tensor = tensor_field("step", default=None)  # (B, A)
+
+    @classmethod
+    def from_experience(cls, experience: Experience, **extra) -> "PRPOExperience":
+        values = {f.name: getattr(experience, f.name) for f in fields(Experience)}
+        values.update(extra)
+        return cls(**values)
+
+    @staticmethod
+    def concat_experiences(experiences_list, pad_token_id) -> "PRPOExperience":
+        """``Experience.concat_experiences``, keeping ``entropies`` (right-padded with 0)."""
+        merged = Experience.concat_experiences(experiences_list, pad_token_id)
+        rows = [getattr(e, "entropies", None) for e in experiences_list]
+        entropies = None if not rows or any(r is None for r in rows) else Experience._merge_item(rows, 0)
+        return PRPOExperience.from_experience(merged, entropies=entropies)
+
+
+def entropies_for_action_mask(rollout_entropies, action_mask: torch.Tensor, truncate_length: int):
+    """Per-observation-token entropies -> (1, A) aligned with OpenRLHF's action_mask.
+
+    OpenRLHF builds ``action_mask = mask[1:truncate_length]`` (position j marks token j + 1)
+    and cuts ``rollout_log_probs`` the same way; the entropies follow suit.
+    """
+    values = torch.tensor(rollout_entropies[1:truncate_length], dtype=torch.float32).unsqueeze(0)
+    if values.shape != action_mask.shape:
+        raise ValueError(f"entropies {tuple(values.shape)} vs action_mask {tuple(action_mask.shape)}")
+    return values * action_mask.to(values.dtype)
+
+
+class PRPOSamplesGenerator(SamplesGenerator):
+    """OpenRLHF's SamplesGenerator whose Experiences carry the rollout's entropies.
+
+    With ``--prpo.entropy_source vllm`` (default) the vLLM engines must run the executor of
+    ``ENTROPY_AGENT_PATH`` (OpenRLHF ``--agent_func_path``); a response without entropies is
+    then an error. With ``actor`` the entropies are left to the log-prob pass.
+    """
+
+    @property
+    def entropy_source(self) -> str:
+        prpo = getattr(self.args, "prpo", None)
+        return getattr(prpo, "entropy_source", ENTROPY_SOURCE_VLLM)
+
+    def _process_response_into_experience(self, response, **generate_kwargs) -> PRPOExperience:
+        experience = super()._process_response_into_experience(response, **generate_kwargs)
+        rollout_entropies = response.get(RESPONSE_KEY)
+        if rollout_entropies is None:
+            if self.entropy_source == ENTROPY_SOURCE_VLLM:
+                raise RuntimeError(
+                    "rollout response has no entropies: start the vLLM engines with "
+                    f"--agent_func_path {ENTROPY_AGENT_PATH}, or use {FALLBACK_HINT}")
+            return PRPOExperience.from_experience(experience)
+        entropies = entropies_for_action_mask(rollout_entropies, experience.action_mask,
+                                              generate_kwargs.get("max_len", 2048))
+        return PRPOExperience.from_experience(experience, entropies=entropies)
+
+
+def entropies_from_actor_output(output, action_mask: torch.Tensor) -> torch.Tensor:
+    """(B, A) entropies from the output of ``Actor.forward(..., return_output=True, return_entropy=True)``.
+
+    For the log-prob pass itself: the same forward gives the action log probs and, here, the
+    entropies (the actor divides its logits by its ``temperature``, set to the rollout
+    temperature as OpenRLHF does, then applies ``compute_entropy``). The columns are cut like
+    the action log probs and zeroed off ``action_mask``.
+    """
+    entropy = output.entropy[:, -action_mask.shape[1]:].float()
+    return entropy * action_mask.to(entropy.dtype)
+
+
+@torch.no_grad()
+def actor_token_entropies(actor, sequences: torch.Tensor, action_mask: torch.Tensor,
+                          attention_mask: torch.Tensor, **forward_kwargs) -> torch.Tensor:
+    """(B, A) entropies from a forward of OpenRLHF's ``Actor`` (no log probs computed)."""
+    output = actor(sequences, attention_mask=attention_mask, return_output=True,
+                   return_entropy=True, **forward_kwargs)
+    return entropies_from_actor_output(output, action_mask)

@@ -1,0 +1,116 @@
+"""prpo-local end to end on CPU with a tiny warmed-up policy: training steps, metrics, resume.
+
+The warm-up here is a 64-wide policy with 30 SFT steps (seconds, not minutes): it has learned
+the answer format but little arithmetic, which is enough for the loop to run for real. The
+default-size warm-up is exercised by `prpo-local train` itself (see docs/local.md).
+"""
+import json
+
+import pytest
+import torch
+
+from prpo_openrlhf.local import runlog
+from prpo_openrlhf.local.config import TrainConfig, UsageError
+from prpo_openrlhf.local.warmup import WarmupConfig, warmed_up_policy
+
+TINY = dict(warmup_steps=30, warmup_hidden_size=64, warmup_num_layers=2, prompts_per_step=4,
+            n_samples_per_prompt=4, train_batch_size=8, max_new_tokens=32, eval_problems=8, eval_steps=2,
+            save_steps=2, engine="hf", progress=False, lr=1e-3)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    """One tiny warm-up per module, found by every trainer below through PRPO_CACHE_DIR."""
+    root = tmp_path_factory.mktemp("prpo_cache")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PRPO_CACHE_DIR", str(root))
+    cfg = WarmupConfig(steps=TINY["warmup_steps"], hidden_size=TINY["warmup_hidden_size"],
+                       num_layers=TINY["warmup_num_layers"], eval_problems=8)
+    path, _ = warmed_up_policy(cfg, progress=False, log=lambda *_: None)
+    yield root, path
+    mp.undo()
+
+
+def _train(out, **kw):
+    from prpo_openrlhf.local.trainer import LocalTrainer
+
+    cfg = TrainConfig(**{**TINY, "output_dir": str(out), **kw})
+    trainer = LocalTrainer(cfg, log=lambda *_: None)
+    trainer.train()
+    return trainer
+
+
+def _params(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_three_steps_change_the_policy_and_write_metrics(cache_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    _, warm_path = cache_dir
+    before = _params(AutoModelForCausalLM.from_pretrained(warm_path, dtype=torch.float32))
+    trainer = _train(tmp_path / "run", num_steps=3)
+    after = _params(trainer.policy)
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+    recs = runlog.read_metrics(tmp_path / "run")
+    train = [r for r in recs if "train/accuracy" in r]
+    evals = [r for r in recs if "eval/accuracy" in r]
+    assert [r["step"] for r in train] == [0, 1, 2]
+    assert [r["step"] for r in evals] == [0, 2, 3]
+    for r in train:
+        assert 0.0 <= r["train/accuracy"] <= 1.0 and r["train/response_length"] > 0
+        assert r["train/segments"] >= 1 and 0.0 <= r["train/process_score"] <= 1.0
+        assert torch.isfinite(torch.tensor([r["train/loss"], r["train/kl"], r["train/grad_norm"]])).all()
+    for name in (runlog.CKPT, runlog.CURVE, "config.json", "policy/config.json"):
+        assert (tmp_path / "run" / name).exists(), name
+
+
+def test_resume_reproduces_the_uninterrupted_run(cache_dir, tmp_path):
+    straight = _train(tmp_path / "a", num_steps=4)
+    _train(tmp_path / "b", num_steps=2)
+    resumed = _train(tmp_path / "b", num_steps=4, resume=True)
+    a, b = _params(straight.policy), _params(resumed.policy)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+    def train_records(path):
+        return [(r["step"], r["train/accuracy"], r["train/response_length"])
+                for r in runlog.read_metrics(path) if "train/accuracy" in r]
+
+    assert train_records(tmp_path / "b") == train_records(tmp_path / "a")  # no step twice, none lost
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["num_steps"] == 4
+
+
+def test_run_directory_guards(cache_dir, tmp_path):
+    from prpo_openrlhf.local.trainer import LocalTrainer
+
+    with pytest.raises(UsageError, match="no checkpoint"):
+        LocalTrainer(TrainConfig(**{**TINY, "output_dir": str(tmp_path / "none"), "resume": True}))
+    _train(tmp_path / "run", num_steps=1)
+    with pytest.raises(UsageError, match="already holds a run"):
+        LocalTrainer(TrainConfig(**{**TINY, "output_dir": str(tmp_path / "run"), "num_steps": 2}))
+    with pytest.raises(UsageError, match="--algo.advantage.estimator 'prpo'"):
+        LocalTrainer(TrainConfig(**{**TINY, "output_dir": str(tmp_path / "run"), "num_steps": 2,
+                                    "resume": True, "estimator": "group_norm"}), log=lambda *_: None)
+
+
+def test_flag_checks_name_the_flags():
+    from prpo_openrlhf.local.config import check
+
+    with pytest.raises(UsageError, match="--rollout.n_samples_per_prompt must be > 1"):
+        check(TrainConfig(n_samples_per_prompt=1))
+    with pytest.raises(UsageError, match="--train.batch_size 48 must divide"):
+        check(TrainConfig(train_batch_size=48))
+    with pytest.raises(UsageError, match="--prpo.entropy_source vllm needs --local.engine vllm"):
+        check(TrainConfig(entropy_source="vllm", engine="hf"))
+    assert TrainConfig(estimator="grpo").estimator == "group_norm"
+
+
+def test_cli_train_help_and_bad_flags(capsys):
+    from prpo_openrlhf.local.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "--algo.advantage.estimator" in capsys.readouterr().out
+    assert main(["train", "--prpo.split", "sentences", "--local.num_steps", "1"]) == 2
+    assert "--prpo.split 'sentences'" in capsys.readouterr().err
