@@ -78,6 +78,10 @@ def check_prpo_args(args) -> None:
         if args.algo.kl.init_coef > 0 and not args.algo.kl.use_loss:
             errors.append(f"--algo.advantage.estimator {estimator} puts the KL in the loss, as the paper does: "
                           "add --algo.kl.use_loss (or set --algo.kl.init_coef 0)")
+        if args.prpo.split == "entropy" and args.prpo.entropy_source == "actor":
+            errors.append("--prpo.entropy_source actor is not wired into the Ray trainer yet (the DeepSpeed "
+                          "actors' log-prob pass does not return entropies there); use --prpo.entropy_source "
+                          "vllm, or another --prpo.split")
         if args.prpo.entropy_source == "vllm" and not args.vllm.num_engines:
             errors.append("--prpo.entropy_source vllm needs vLLM rollouts (--vllm.num_engines > 0); "
                           "or use --prpo.entropy_source actor")
