@@ -13,7 +13,10 @@ other processes put on a shared machine, which moves whole rounds up or down):
 Models (random weights, fp32, written to a temporary directory):
   tiny        the tests' tiny LM: 2 layers, hidden 128, vocabulary 260
   qwen-vocab  2 layers, hidden 256, Qwen2.5's vocabulary of 151,936: the per-token sampler
-              and entropy work of a real vocabulary on a model small enough for a CPU
+              and entropy work of a real vocabulary on a model small enough for a CPU (a
+              worst case: almost nothing but the output layer and the sampler)
+  qwen15-head 2 layers, hidden 1536 and the tied 151,936-token output layer of
+              Qwen2.5-Math-1.5B: the paper's output layer, without its 28 layers
 
 Every request generates exactly --tokens tokens (ignore_eos) at temperature 1, top-p 1
 (OpenRLHF's rollout defaults). Two throughputs per run: generated tokens per wall-clock second,
@@ -33,9 +36,12 @@ import tempfile
 import time
 
 CONFIGS = ("vanilla", "off", "on", "top20")
+# name: (vocabulary, hidden size, default new tokens, tied output layer)
+SHAPES = {"tiny": (260, 128, 128, False), "qwen-vocab": (151936, 256, 32, False),
+          "qwen15-head": (151936, 1536, 16, True)}
 
 
-def write_model(path: str, vocab_size: int, hidden_size: int) -> str:
+def write_model(path: str, vocab_size: int, hidden_size: int, tie: bool = False) -> str:
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -46,7 +52,7 @@ def write_model(path: str, vocab_size: int, hidden_size: int) -> str:
     cfg = Qwen2Config(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
                       num_hidden_layers=2, num_attention_heads=hidden_size // 64,
                       num_key_value_heads=hidden_size // 64, max_position_embeddings=1024,
-                      tie_word_embeddings=False, bos_token_id=0, eos_token_id=1,
+                      tie_word_embeddings=tie, bos_token_id=0, eos_token_id=1,
                       architectures=["Qwen2ForCausalLM"], torch_dtype="float32")
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(cfg)
@@ -116,14 +122,14 @@ def run_once(llm, config: str, prompts, tokens: int, clock: EntropyClock | None 
     return generated / wall, generated / cpu
 
 
-def bench_model(name: str, vocab: int, hidden: int, tokens: int, args) -> dict:
+def bench_model(name: str, vocab: int, hidden: int, tokens: int, args, tie: bool = False) -> dict:
     from vllm import LLM
     from vllm.inputs import TokensPrompt
 
     from prpo_openrlhf.testing.vllm_cpu import cpu_engine_kwargs, in_process_engine_env
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = write_model(os.path.join(tmp, name), vocab, hidden)
+        path = write_model(os.path.join(tmp, name), vocab, hidden, tie)
         in_process_engine_env()
         llm = LLM(model=path, skip_tokenizer_init=True, max_logprobs=20,
                   **cpu_engine_kwargs(max_model_len=args.prompt_len + tokens + 8, kv_cache_mib=256))
@@ -172,10 +178,10 @@ def report(name: str, vocab: int, hidden: int, res: dict, args) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="+", default=["tiny", "qwen-vocab"], choices=["tiny", "qwen-vocab"])
+    p.add_argument("--models", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--tokens", type=int, default=None,
-                   help="new tokens per request (default: 128 for tiny, 32 for qwen-vocab)")
+                   help="new tokens per request (default: 128 tiny, 32 qwen-vocab, 16 qwen15-head)")
     p.add_argument("--prompt-len", type=int, default=16)
     p.add_argument("--rounds", type=int, default=9)
     p.add_argument("--threads", type=int, default=1,
@@ -191,10 +197,9 @@ def main(argv=None) -> int:
     print("command: " + " ".join([os.path.relpath(sys.executable)] + sys.argv))
     print(f"threads: {torch.get_num_threads()}, VLLM_CPU_OMP_THREADS_BIND="
           f"{os.environ['VLLM_CPU_OMP_THREADS_BIND']}, cpus: {os.cpu_count()}")
-    shapes = {"tiny": (260, 128, 128), "qwen-vocab": (151936, 256, 32)}
     for name in args.models:
-        vocab, hidden, tokens = shapes[name]
-        res = bench_model(name, vocab, hidden, args.tokens or tokens, args)
+        vocab, hidden, tokens, tie = SHAPES[name]
+        res = bench_model(name, vocab, hidden, args.tokens or tokens, args, tie)
         report(name, vocab, hidden, res, args)
     return 0
 

@@ -77,6 +77,15 @@ def _current() -> _Pending | None:
     return getattr(_tls, "pending", None)
 
 
+def _sync_allowed():
+    """vLLM's opt-in GPU-sync checker (VLLM_GPU_SYNC_CHECK) must not flag our small copies."""
+    try:
+        from vllm.utils.gpu_sync_debug import gpu_sync_allowed
+    except Exception:
+        return contextlib.nullcontext()
+    return gpu_sync_allowed()
+
+
 class StepEntropies:
     """One step's entropies for some batch rows, on their way to the host."""
 
@@ -93,9 +102,10 @@ class StepEntropies:
             self._host = values.to("cpu")
 
     def by_request(self, batch_req_ids) -> dict[str, list[float]]:
-        if self._event is not None:
-            self._event.synchronize()
-        values = self._host.tolist()
+        with _sync_allowed():
+            if self._event is not None:
+                self._event.synchronize()
+            values = self._host.tolist()
         ids = self.req_ids if self.req_ids is not None else [batch_req_ids[r] for r in self.rows]
         return {rid: [v] for rid, v in zip(ids, values)}
 
@@ -103,7 +113,8 @@ class StepEntropies:
 def _rows_tensor(rows, num_rows: int, device) -> torch.Tensor | None:
     if len(rows) == num_rows:
         return None
-    return torch.as_tensor(np.asarray(rows, dtype=np.int64)).to(device, non_blocking=True)
+    with _sync_allowed():
+        return torch.as_tensor(np.asarray(rows, dtype=np.int64)).to(device, non_blocking=True)
 
 
 # ── V1 runner ──────────────────────────────────────────────────────────────────────────────

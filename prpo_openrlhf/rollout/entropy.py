@@ -6,8 +6,9 @@ with ``l_t`` the logits that produced token ``t`` divided by the sampling temper
 whole vocabulary, before top-k / top-p truncation, in fp32. This is OpenRLHF's
 ``compute_entropy`` on temperature-scaled logits (``openrlhf/models/utils.py``).
 
-Pure torch; the vLLM plugin calls :func:`token_entropy` where the token is sampled, the actor
-fallback calls :func:`logits_entropy` on a training forward pass.
+Pure torch. The vLLM plugin calls :func:`token_entropy` where the token is sampled;
+:func:`logits_entropy` gives the same quantity from a training forward's logits (the
+``--prpo.entropy_source actor`` fallback itself uses OpenRLHF's Actor, see samples_generator.py).
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ def _entropy_shifted(logits: torch.Tensor) -> torch.Tensor:
     """(N, V) fp32 logits -> (N,) entropy; ``-inf`` logits (masked tokens) contribute 0."""
     # Shift by the row max: H = log Z - sum_v e_v * s_v / Z with s = l - max, e = exp(s),
     # Z = sum e. Equal to lse(l) - sum softmax(l) * l, without 0 * -inf = nan on masked tokens.
+    # Two passes over the row once fused by torch.compile; ~1e-5 from float64 at 152k tokens.
     shifted = logits - logits.amax(dim=-1, keepdim=True)
     e = shifted.exp()
     z = e.sum(dim=-1)
@@ -37,14 +39,24 @@ def _entropy_shifted(logits: torch.Tensor) -> torch.Tensor:
     return z.log() - dot / z
 
 
-def _entropy_eager(logits: torch.Tensor, temperature: torch.Tensor | None) -> torch.Tensor:
+def _scaled(logits: torch.Tensor, temperature: torch.Tensor | None) -> torch.Tensor:
     logits = logits.float()
     if temperature is not None:
         logits = logits / temperature.float().unsqueeze(-1)
-    return _entropy_shifted(logits)
+    return logits
 
 
-_compiled = None  # torch.compile'd _entropy_eager, built on first use
+def _entropy_fused(logits: torch.Tensor, temperature: torch.Tensor | None) -> torch.Tensor:
+    return _entropy_shifted(_scaled(logits, temperature))
+
+
+def _entropy_eager(logits: torch.Tensor, temperature: torch.Tensor | None) -> torch.Tensor:
+    # Eager: the fewest ops (softmax, -p log p with entr(0) = 0, sum); ~4e-5 from float64 at
+    # 152k tokens, ~2e-7 at 260.
+    return torch.special.entr(torch.softmax(_scaled(logits, temperature), dim=-1)).sum(dim=-1)
+
+
+_compiled = None  # torch.compile'd _entropy_fused, built on first use
 _compile_failed = False
 
 
@@ -71,7 +83,7 @@ def token_entropy(logits: torch.Tensor, temperature: torch.Tensor | None = None)
             if _compiled is None:
                 from vllm.platforms import current_platform
 
-                _compiled = torch.compile(_entropy_eager, dynamic=True,
+                _compiled = torch.compile(_entropy_fused, dynamic=True,
                                           backend=current_platform.simple_compile_backend)
             return _compiled(logits, temperature)
         except Exception as exc:  # a missing compiler must not stop sampling

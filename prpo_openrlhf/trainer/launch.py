@@ -43,9 +43,12 @@ def _init_ray(args) -> None:
 def train(args) -> None:
     from openrlhf.cli.train_ppo_ray import train as upstream_train
 
-    from prpo_openrlhf.cli.prpo_flags import check_gpu_budget
+    from prpo_openrlhf.cli.prpo_flags import PRM_ESTIMATORS, check_gpu_budget
+    from prpo_openrlhf.rollout.samples_generator import check_entropy_source
     from prpo_openrlhf.trainer.ppo_trainer import PRPOTrainer
 
+    if args.algo.advantage.estimator in PRM_ESTIMATORS and args.prpo.split == "entropy":
+        check_entropy_source(args.prpo.entropy_source)  # refuses vllm on an unsupported vLLM
     _init_ray(args)
     check_gpu_budget(args, ray.cluster_resources().get("GPU", 0.0))
     with _trainer_class(PRPOTrainer):

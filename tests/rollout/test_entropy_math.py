@@ -62,3 +62,16 @@ def test_step_entropies_map_rows_to_requests():
     assert step.by_request(["a", "b", "c"]) == {"a": [1.5], "c": [2.5]}
     named = StepEntropies([1], torch.tensor([0.25]), req_ids=["x"])
     assert named.by_request(["ignored", "also"]) == {"x": [0.25]}
+
+
+def test_a_failed_compile_falls_back_to_eager(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setenv(ent.COMPILE_ENV, "1")
+    monkeypatch.setattr(ent, "_compiled", None)
+    monkeypatch.setattr(ent, "_compile_failed", False)
+    monkeypatch.setattr(torch, "compile", broken)
+    logits = _logits(4)
+    torch.testing.assert_close(ent.token_entropy(logits).double(), reference_entropy(logits), atol=2e-5, rtol=0)
+    assert ent._compile_failed
