@@ -34,9 +34,13 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--max_new_tokens", type=int, default=48)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads for HF (prpo-local's default for the embedded policy is 1)")
     args = ap.parse_args(argv)
 
     import torch
+
+    torch.set_num_threads(args.threads)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from prpo_openrlhf.local.rollout import HFRollout, VLLMRollout, chat_prompt_ids
@@ -57,6 +61,9 @@ def main(argv=None) -> int:
     start = time.perf_counter() - t0
     t_vl, s_vl = _time(lambda: vl.generate(prompts, **gen), args.repeats)
     t_sync, _ = _time(lambda: vl.sync(model), args.repeats)
+    # vLLM's CPU worker re-binds this process's OpenMP threads when it starts: time HF again
+    # after it, since in a training run HF generate would share the process with no engine.
+    t_hf_after, _ = _time(lambda: hf.generate(prompts, **gen), args.repeats)
 
     rows = []
     for name, t, samples, extra in (("hf generate", t_hf, s_hf, 0.0), ("vllm (+ weight sync)", t_vl, s_vl, t_sync)):
@@ -69,7 +76,9 @@ def main(argv=None) -> int:
     for r in rows:
         print(f"{r['engine']:<22}{r['seconds_per_step']:>8.3f}{r['generate_s']:>10.3f}{r['sync_s']:>7.3f}"
               f"{r['tokens']:>8}{r['tokens_per_s']:>9.1f}")
-    print(json.dumps({"bench": "local_rollout", "vllm_start_s": round(start, 2), "rows": rows}))
+    print(f"(hf generate timed again with the vLLM engine alive in the process: {t_hf_after:.3f} s)")
+    print(json.dumps({"bench": "local_rollout", "vllm_start_s": round(start, 2), "rows": rows,
+                      "hf_after_vllm_s": round(t_hf_after, 3)}))
     return 0
 
 

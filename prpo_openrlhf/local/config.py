@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from prpo_openrlhf.algorithms.segmentation import METHODS as SPLITS
+from prpo_openrlhf.local.task import HELDOUT_SIZE
 
 PRM_ESTIMATORS = ("prpo", "prm_avg", "prm_avg_prpo", "pure", "process_only")
 OUTCOME_ESTIMATORS = ("group_norm", "dr_grpo")
@@ -43,11 +44,11 @@ class TrainConfig:
     max_new_tokens: int = 48
     temperature: float = 1.0
     # update
-    num_steps: int = 60
+    num_steps: int = 100
     train_batch_size: int = 64        # rollouts per optimizer step
     micro_batch_size: int = 128       # rows per forward/backward (gradient accumulation)
     max_epochs: int = 1
-    lr: float = 2e-4
+    lr: float = 5e-5
     eps_clip: float = 0.2
     kl_coef: float = 0.001
     kl_estimator: str = "k3"
@@ -55,15 +56,17 @@ class TrainConfig:
     # evaluation, logging, checkpoints
     eval_steps: int = 10
     eval_problems: int = 128
+    eval_samples: int = 4             # samples per problem for the sampled accuracy (mean@k)
     save_steps: int = 10
     output_dir: str | None = None
     resume: bool = False
     seed: int = 0
     task_seed: int = 0
     device: str = "auto"
+    threads: int = 0                  # torch CPU threads; 0 = auto (1 for the embedded policy)
     progress: bool = True
     # embedded policy warm-up (used only when model is None)
-    warmup_steps: int = 600
+    warmup_steps: int = 800
     warmup_p_err: float = 0.1
     warmup_hidden_size: int = 128
     warmup_num_layers: int = 2
@@ -78,7 +81,7 @@ class TrainConfig:
 
 # Fields that may change when a run is resumed (they do not alter what was trained so far).
 RESUMABLE_CHANGES = {"num_steps", "eval_steps", "save_steps", "output_dir", "resume", "progress",
-                     "device", "engine", "entropy_source"}
+                     "device", "engine", "entropy_source", "threads"}
 
 
 def check(cfg: TrainConfig) -> None:
@@ -108,6 +111,8 @@ def check(cfg: TrainConfig) -> None:
         errors.append(f"{flag_of('entropy_source')} vllm needs {flag_of('engine')} vllm")
     if cfg.normalization not in ("prior", "relative"):
         errors.append(f"{flag_of('normalization')} must be prior or relative")
+    if not 1 <= cfg.eval_problems <= HELDOUT_SIZE:
+        errors.append(f"{flag_of('eval_problems')} must lie in [1, {HELDOUT_SIZE}] (the held-out set's size)")
     if cfg.prior_std <= 0:
         errors.append(f"{flag_of('prior_std')} must be > 0")
     if errors:

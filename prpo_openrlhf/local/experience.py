@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 import torch
 
-from prpo_openrlhf.algorithms.segmentation import scores_to_tokens, segment_batch, segment_ranges  # noqa: F401
 from prpo_openrlhf.rollout.entropy import logits_entropy
 
 # OpenRLHF's outcome-only estimators, restated (a few lines each) because upstream computes

@@ -50,12 +50,15 @@ FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
     "max_norm": (("--actor.max_norm",), "gradient clipping norm"),
     "eval_steps": (("--eval.steps",), "held-out evaluation every this many steps"),
     "eval_problems": (("--local.eval_problems",), "held-out problems per evaluation"),
+    "eval_samples": (("--local.eval_samples",), "samples per held-out problem for the sampled accuracy (mean@k)"),
     "save_steps": (("--ckpt.save_steps",), "checkpoint every this many steps (and at the end)"),
     "output_dir": (("--ckpt.output_dir",), "run directory (default runs/prpo-local/<estimator>-<time>)"),
     "resume": (("--resume", "--ckpt.load_enable"), "continue the run in --ckpt.output_dir from its checkpoint"),
     "seed": (("--train.seed",), "seed of sampling and shuffling"),
     "task_seed": (("--local.task_seed",), "seed of the synthetic task (held-out set)"),
     "device": (("--local.device",), "auto, cpu or cuda"),
+    "threads": (("--local.threads",), "torch CPU threads; 0 = auto: 1 for the embedded tiny policy "
+                                      "(its matrices are too small to split), torch's default otherwise"),
     "progress": (("--local.no_progress",), "no progress bar"),
     "warmup_steps": (("--warmup.steps",), "SFT steps of the embedded policy's warm-up"),
     "warmup_p_err": (("--warmup.p_err",), "per-step slip probability of the warm-up's noisy solutions"),
@@ -87,4 +90,6 @@ def add_train_flags(parser, defaults: TrainConfig | None = None, skip: tuple[str
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)})
+    """A TrainConfig from parsed flags; fields without a flag (skipped) keep their defaults."""
+    names = [f.name for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)]
+    return TrainConfig(**{n: getattr(args, n) for n in names})

@@ -8,7 +8,7 @@ cache is dropped: its KV blocks were computed with the old weights).
 """
 from __future__ import annotations
 
-import os
+import logging
 import time
 from dataclasses import dataclass
 
@@ -80,7 +80,9 @@ class HFRollout:
         for i, p in enumerate(prompts):  # left padding: every prompt ends where generation starts
             ids[i, width - len(p):] = torch.tensor(p)
             mask[i, width - len(p):] = 1
-        sampling = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
+        # top_k=0 / top_p=1: sample from the whole vocabulary, as the entropy and log-probs assume.
+        sampling = dict(do_sample=False) if greedy else \
+            dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
         gen = self.model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
                                   max_new_tokens=max_new_tokens, eos_token_id=self.eos_id,
                                   pad_token_id=self.pad_id, **sampling)
@@ -123,6 +125,9 @@ class VLLMRollout:
         # loading, and only the reload path restores the checkpoint layout before loading again.
         weights = [(k, v.detach().to(torch.float32 if self.dtype is None else self.dtype).cpu())
                    for k, v in model.state_dict().items()]
+        # The rotary cos/sin cache is not in any checkpoint: every reload warns that it "failed
+        # to load" and then puts the cached tensor back, which is right; keep that quiet.
+        logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").setLevel(logging.ERROR)
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(weights)})
         self.llm.reset_prefix_cache()
 
@@ -131,8 +136,11 @@ class VLLMRollout:
         from vllm import SamplingParams
 
         extra = {"return_entropy": True} if self.want_entropy else None
-        params = SamplingParams(n=n, max_tokens=max_new_tokens, seed=seed, extra_args=extra,
-                                temperature=0.0 if greedy else temperature, top_p=1.0, top_k=0)
+        # One seed per prompt: with a single request seed every prompt would draw the same random
+        # numbers, and errors at the same positions would be correlated across the whole batch.
+        params = [SamplingParams(n=n, max_tokens=max_new_tokens, seed=seed * 100_003 + i, extra_args=extra,
+                                 temperature=0.0 if greedy else temperature, top_p=1.0, top_k=0)
+                  for i in range(len(prompts))]
         outs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
         samples = []
         for o in outs:
@@ -142,8 +150,3 @@ class VLLMRollout:
                                       list(ent) if ent is not None else None))
         return samples
 
-
-def quiet_vllm() -> None:
-    """vLLM logs every engine step at INFO on CPU; keep warnings only unless the user chose."""
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "1")

@@ -23,6 +23,10 @@ import re
 from dataclasses import dataclass, field
 
 OPS = ("+", "-", "*")
+# Held-out problems, fixed per seed. Every consumer (warm-up SFT, RL prompts) excludes all of
+# them, whatever the number evaluated: the 2-operation problems are few enough (~10^4) that a
+# short SFT sees most of those it is not kept away from.
+HELDOUT_SIZE = 512
 _APPLY = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
 
 
@@ -123,7 +127,7 @@ class ArithmeticTask:
     ``(seed, stream)`` and never equal a held-out expression.
     """
 
-    def __init__(self, cfg: TaskConfig = TaskConfig(), seed: int = 0, n_heldout: int = 128):
+    def __init__(self, cfg: TaskConfig = TaskConfig(), seed: int = 0, n_heldout: int = HELDOUT_SIZE):
         self.cfg = cfg
         self.seed = seed
         rng = random.Random(f"heldout-{seed}")

@@ -33,6 +33,23 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def warmup_config(cfg: TrainConfig) -> WarmupConfig:
+    """The embedded policy's warm-up for a run's --warmup.* settings."""
+    return WarmupConfig(steps=cfg.warmup_steps, p_err=cfg.warmup_p_err, hidden_size=cfg.warmup_hidden_size,
+                        num_layers=cfg.warmup_num_layers, task_seed=cfg.task_seed)
+
+
+def set_threads(cfg: TrainConfig, device: torch.device) -> None:
+    """One thread for the embedded policy on CPU: its 128-wide matrices are too small to split,
+    and with two threads a step runs ~10x slower as soon as another process holds one core."""
+    if device.type != "cpu":
+        return
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    elif cfg.model is None:
+        torch.set_num_threads(1)
+
+
 def default_engine(device: torch.device) -> str:
     """The faster engine where it was measured (docs/local.md, benchmarks/bench_local.py)."""
     return "hf" if device.type == "cpu" else "vllm"
@@ -43,6 +60,7 @@ class LocalTrainer:
         check(cfg)
         self.cfg, self.log = cfg, log
         self.device = resolve_device(cfg.device)
+        set_threads(cfg, self.device)
         self.out = Path(cfg.output_dir or f"runs/prpo-local/{cfg.estimator}-{time.strftime('%Y%m%d-%H%M%S')}")
         self._check_output_dir()
         from prpo_openrlhf.algorithms.rewards import start_pool
@@ -50,7 +68,7 @@ class LocalTrainer:
         start_pool()  # grader workers import SymPy in the background while models load
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
-        self.task = ArithmeticTask(TaskConfig(), seed=cfg.task_seed, n_heldout=max(cfg.eval_problems, 1))
+        self.task = ArithmeticTask(TaskConfig(), seed=cfg.task_seed)
         self.model_path, self.warmup_info = self._policy_path()
         self._load_models()
         self.scorer = self._scorer()
@@ -76,12 +94,9 @@ class LocalTrainer:
         self.out.mkdir(parents=True, exist_ok=True)
 
     def _policy_path(self):
-        cfg = self.cfg
-        if cfg.model is not None:
-            return cfg.model, None
-        wcfg = WarmupConfig(steps=cfg.warmup_steps, p_err=cfg.warmup_p_err, hidden_size=cfg.warmup_hidden_size,
-                            num_layers=cfg.warmup_num_layers, task_seed=cfg.task_seed)
-        return warmed_up_policy(wcfg, progress=cfg.progress, log=self.log)
+        if self.cfg.model is not None:
+            return self.cfg.model, None
+        return warmed_up_policy(warmup_config(self.cfg), progress=self.cfg.progress, log=self.log)
 
     def _load_models(self) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -136,13 +151,15 @@ class LocalTrainer:
         return [p for p in problems for _ in range(n)], samples
 
     def _process_scores(self, problems, samples, entropies, mask, step):
+        """Per-token scores (B, T), segment ids (B, T) and the per-segment scores of the batch."""
+        from prpo_openrlhf.algorithms.segmentation import scores_to_tokens, segment_batch, segment_ranges
+
         cfg = self.cfg
         nl = X.newline_mask(self.tok, samples, mask.shape[1]) if cfg.split == "newline" else None
-        seg_ids = X.segment_batch(entropies, mask, cfg.split, cfg.k, cfg.min_gap, cfg.split_seed + step, nl)
-        ranges = X.segment_ranges(seg_ids)
-        texts = X.segment_texts(self.tok, samples, ranges)
+        seg_ids = segment_batch(entropies, mask, cfg.split, cfg.k, cfg.min_gap, cfg.split_seed + step, nl)
+        texts = X.segment_texts(self.tok, samples, segment_ranges(seg_ids))
         scores = self.scorer.score([p.text for p in problems], texts)
-        return X.scores_to_tokens(scores, seg_ids), seg_ids, scores
+        return scores_to_tokens(scores, seg_ids), seg_ids, scores
 
     def make_experience(self, step: int) -> tuple[dict, dict]:
         from prpo_openrlhf.algorithms.rewards import outcome_rewards
@@ -221,13 +238,15 @@ class LocalTrainer:
         return {f"train/{k}": v / n_updates for k, v in acc.items()}
 
     def evaluate(self, step: int) -> dict:
-        """Held-out accuracy: greedy (pass@1, as MATH500 in the paper) and one sample at T."""
+        """Held-out accuracy: greedy (pass@1, as MATH500 in the paper) and mean@k at the rollout
+        temperature (as AMC/AIME); RL on a small policy moves the sampled one first."""
         t0 = time.monotonic()
         self.engine.sync(self.policy)
         kw = dict(max_new_tokens=self.cfg.max_new_tokens, system_prompt=self.system_prompt)
         g = heldout_accuracy(self.engine, self.tok, self.task, self.cfg.eval_problems, greedy=True, **kw)
         s = heldout_accuracy(self.engine, self.tok, self.task, self.cfg.eval_problems, greedy=False,
-                             temperature=self.cfg.temperature, seed=self.cfg.seed + 17, **kw)
+                             temperature=self.cfg.temperature, seed=self.cfg.seed + 17,
+                             n_samples=self.cfg.eval_samples, **kw)
         return {"step": step, "eval/accuracy": g["accuracy"], "eval/response_length": g["response_length"],
                 "eval/sampled_accuracy": s["accuracy"], "eval/sampled_response_length": s["response_length"],
                 "time/eval": time.monotonic() - t0}

@@ -25,7 +25,7 @@ import torch
 
 from prpo_openrlhf.local.task import ArithmeticTask, TaskConfig, noisy_solution
 
-WARMUP_FORMAT = 1  # bump when the SFT recipe changes in a way the config does not capture
+WARMUP_FORMAT = 3  # bump when the SFT recipe or its report changes in a way the config does not capture
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class WarmupConfig:
     hidden_size: int = 128
     num_layers: int = 2
     max_position_embeddings: int = 256
-    steps: int = 600
+    steps: int = 800
     batch_size: int = 32
     lr: float = 3e-3
     warmup_steps: int = 30
@@ -101,15 +101,19 @@ def sft(model, tok, task: ArithmeticTask, cfg: WarmupConfig, progress: bool = Tr
 
 def heldout_accuracy(rollout, tok, task: ArithmeticTask, n_problems: int, *, greedy: bool,
                      temperature: float = 1.0, max_new_tokens: int = 64, seed: int = 0,
-                     system_prompt: str | None = None) -> dict:
-    """Accuracy (math-verify grader) and mean response length on the first held-out problems."""
+                     system_prompt: str | None = None, n_samples: int = 1) -> dict:
+    """Accuracy (math-verify grader) and mean response length on the first held-out problems.
+
+    Greedy: pass@1. Sampled: mean@n_samples at ``temperature`` (the AMC/AIME protocol).
+    """
     from prpo_openrlhf.algorithms.rewards import grade_batch
     from prpo_openrlhf.local.rollout import chat_prompt_ids
 
     problems = task.heldout[:n_problems]
     prompts = chat_prompt_ids(tok, [p.text for p in problems], system_prompt)
-    samples = rollout.generate(prompts, 1, temperature, max_new_tokens, seed, greedy=greedy)
-    ok = grade_batch([s.text for s in samples], [str(p.answer) for p in problems])
+    n = 1 if greedy else n_samples
+    samples = rollout.generate(prompts, n, temperature, max_new_tokens, seed, greedy=greedy)
+    ok = grade_batch([s.text for s in samples], [str(p.answer) for p in problems for _ in range(n)])
     return {"accuracy": sum(ok) / len(ok), "response_length": sum(len(s.response_ids) for s in samples) / len(samples)}
 
 
@@ -130,7 +134,7 @@ def _build(cfg: WarmupConfig, out: Path, progress: bool) -> dict:
     sft_seconds = time.monotonic() - t0
     rollout = HFRollout(model, tok)
     greedy = heldout_accuracy(rollout, tok, task, cfg.eval_problems, greedy=True)
-    sampled = heldout_accuracy(rollout, tok, task, cfg.eval_problems, greedy=False)
+    sampled = heldout_accuracy(rollout, tok, task, cfg.eval_problems, greedy=False, n_samples=4)
     return {"config": dataclasses.asdict(cfg), "key": cfg.key(), "final_loss": sum(losses[-20:]) / 20,
             "sft_seconds": round(sft_seconds, 1), "heldout_greedy": greedy, "heldout_sampled": sampled}
 

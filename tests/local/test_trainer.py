@@ -11,7 +11,7 @@ import torch
 
 from prpo_openrlhf.local import runlog
 from prpo_openrlhf.local.config import TrainConfig, UsageError
-from prpo_openrlhf.local.warmup import WarmupConfig, warmed_up_policy
+from prpo_openrlhf.local.warmup import warmed_up_policy
 
 TINY = dict(warmup_steps=30, warmup_hidden_size=64, warmup_num_layers=2, prompts_per_step=4,
             n_samples_per_prompt=4, train_batch_size=8, max_new_tokens=32, eval_problems=8, eval_steps=2,
@@ -24,9 +24,9 @@ def cache_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("prpo_cache")
     mp = pytest.MonkeyPatch()
     mp.setenv("PRPO_CACHE_DIR", str(root))
-    cfg = WarmupConfig(steps=TINY["warmup_steps"], hidden_size=TINY["warmup_hidden_size"],
-                       num_layers=TINY["warmup_num_layers"], eval_problems=8)
-    path, _ = warmed_up_policy(cfg, progress=False, log=lambda *_: None)
+    from prpo_openrlhf.local.trainer import warmup_config
+
+    path, _ = warmed_up_policy(warmup_config(TrainConfig(**TINY)), progress=False, log=lambda *_: None)
     yield root, path
     mp.undo()
 
@@ -114,3 +114,33 @@ def test_cli_train_help_and_bad_flags(capsys):
     assert "--algo.advantage.estimator" in capsys.readouterr().out
     assert main(["train", "--prpo.split", "sentences", "--local.num_steps", "1"]) == 2
     assert "--prpo.split 'sentences'" in capsys.readouterr().err
+
+
+def test_a_real_prm_and_model_path_take_the_verifiers_place(cache_dir, tmp_path, tiny_lm_path, tiny_prm_path):
+    """--model / --prm accept HF paths: here the random tiny policy and PRM checkpoints."""
+    trainer = _train(tmp_path / "run", num_steps=1, model=tiny_lm_path, prm=tiny_prm_path, max_new_tokens=16)
+    assert trainer.system_prompt is not None  # a --model run gets the paper's system prompt
+    train = [r for r in runlog.read_metrics(tmp_path / "run") if "train/accuracy" in r]
+    assert len(train) == 1 and 0.0 <= train[0]["train/process_score"] <= 1.0
+
+
+def test_compare_runs_every_method_on_the_same_budget_and_reports(cache_dir, tmp_path, capsys):
+    from prpo_openrlhf.local.__main__ import main
+
+    out = tmp_path / "cmp"
+    argv = ["compare", "--compare.methods", "GRPO,PRPO,process-only", "--compare.output_dir", str(out),
+            "--local.num_steps", "2", "--eval.steps", "1", "--local.eval_problems", "8", "--local.eval_samples", "1",
+            "--rollout.batch_size", "2", "--rollout.n_samples_per_prompt", "4", "--train.batch_size", "8",
+            "--rollout.max_new_tokens", "24", "--local.engine", "hf", "--local.no_progress",
+            "--warmup.steps", str(TINY["warmup_steps"]), "--warmup.hidden_size", str(TINY["warmup_hidden_size"])]
+    assert main(argv) == 0
+    text = (out / "compare.md").read_text()
+    for name in ("GRPO", "PRPO", "process-only", "(start: warmed-up policy)"):
+        assert f"| {name} |" in text
+    assert (out / "compare.png").exists()
+    def step0_eval(method):
+        return {k: v for k, v in runlog.read_metrics(out / method / "seed0")[0].items() if not k.startswith("time/")}
+
+    assert step0_eval("grpo") == step0_eval("prpo")  # the same start policy, evaluated the same way
+    assert main(argv) == 0  # finished runs are reused, not retrained
+    assert "finished earlier" in capsys.readouterr().out
