@@ -1,7 +1,7 @@
 """One PRPO experience step on a CPU, end to end, with tiny real models (``make run``).
 
-policy rollouts (vLLM CPU, n per prompt) -> per-token entropy (policy forward at the sampling
-temperature) -> entropy-spike segments (Algorithm 1) -> PRM scores (vLLM pooling runner, one
+policy rollouts (vLLM CPU, n per prompt, with per-token entropy from the entropy plugin)
+-> entropy-spike segments (Algorithm 1) -> PRM scores (vLLM pooling runner, one
 pass per response) -> outcome rewards (math-verify grader) -> PRPO advantages (Eq. AF_t).
 
 The models are random tiny checkpoints written on first use, so the rewards say nothing about
@@ -43,46 +43,25 @@ def _rollouts(lm_path, prompts, n, max_tokens, temperature):
     from prpo_openrlhf.testing.vllm_cpu import cpu_engine_kwargs
 
     llm = LLM(model=lm_path, **cpu_engine_kwargs(max_model_len=512))
-    params = SamplingParams(n=n, max_tokens=max_tokens, temperature=temperature, seed=0)
+    # The entropy plugin returns H_t of every sampled token with the token (no extra pass).
+    params = SamplingParams(n=n, max_tokens=max_tokens, temperature=temperature, seed=0,
+                            extra_args={"return_entropy": True})
     outs = llm.generate(prompts, params, use_tqdm=True)
     del llm
-    return [(list(o.prompt_token_ids), list(c.token_ids), c.text) for o in outs for c in o.outputs]
-
-
-def _entropies(lm_path, samples, temperature) -> list[torch.Tensor]:
-    """H_t = logsumexp(l_t) - sum_v softmax(l_t)_v l_t,v on logits / T (PRPO_SPEC §1)."""
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(lm_path, dtype=torch.float32).eval()
-    out = []
-    with torch.no_grad():
-        for prompt_ids, resp_ids, _ in samples:
-            ids = torch.tensor([prompt_ids + resp_ids])
-            logits = model(ids).logits[0, len(prompt_ids) - 1 : -1] / temperature
-            probs = torch.softmax(logits, dim=-1)
-            out.append(torch.logsumexp(logits, dim=-1) - (probs * logits).sum(-1))
-    return out
+    return [(list(c.token_ids), c.text, torch.tensor(c.token_entropies)) for o in outs for c in o.outputs]
 
 
 def _prm_scores(prm_path, problems, segment_texts) -> list[list[float]]:
-    from transformers import AutoTokenizer
-    from vllm import LLM
-
+    """One PRM pass per response through vLLM's pooling runner (PRMScorer builds the inputs)."""
+    from prpo_openrlhf.prm import PRMScorer
     from prpo_openrlhf.testing.vllm_cpu import cpu_engine_kwargs
 
-    tok = AutoTokenizer.from_pretrained(prm_path)
-    tag = "<extra_0>"
-    inputs = []
-    for problem, segs in zip(problems, segment_texts):
-        msgs = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": problem},
-                {"role": "assistant", "content": "".join(s.replace(tag, "") + tag for s in segs)}]
-        inputs.append({"prompt_token_ids": tok.apply_chat_template(msgs, tokenize=True, return_dict=False)})
-    llm = LLM(model=prm_path, runner="pooling",
-              pooler_config={"step_tag_id": tok.convert_tokens_to_ids(tag)},
-              **cpu_engine_kwargs(max_model_len=1024))
-    outs = llm.encode(inputs, pooling_task="token_classify", use_tqdm=True)
-    del llm
-    return [o.outputs.data[:, 1].float().tolist() for o in outs]
+    scorer = PRMScorer(prm_path, backend="vllm", system_prompt=SYSTEM,
+                       engine_kwargs=cpu_engine_kwargs(max_model_len=1024))
+    try:
+        return scorer.score(problems, segment_texts)
+    finally:
+        scorer.close()
 
 
 def main(argv=None) -> int:
@@ -106,18 +85,17 @@ def main(argv=None) -> int:
     prompts = [tok.apply_chat_template([{"role": "system", "content": SYSTEM}, {"role": "user", "content": p}],
                                        tokenize=False, add_generation_prompt=True) for p, _ in PROBLEMS]
     samples = _rollouts(lm_path, prompts, n, args.max_tokens, args.temperature)
-    entropies = _entropies(lm_path, samples, args.temperature)
-    segments = [entropy_segments(h.tolist(), 0, len(h), k=5, min_gap=10) for h in entropies]
-    seg_texts = [[tok.decode(resp[a:b]) for a, b in segs] for (_, resp, _), segs in zip(samples, segments)]
+    segments = [entropy_segments(h.tolist(), 0, len(h), k=5, min_gap=10) for _, _, h in samples]
+    seg_texts = [[tok.decode(resp[a:b]) for a, b in segs] for (resp, _, _), segs in zip(samples, segments)]
     problems = [p for p, _ in PROBLEMS for _ in range(n)]
     scores = _prm_scores(prm_path, problems, seg_texts)
 
     refs = [a for _, a in PROBLEMS for _ in range(n)]
-    correct = grade_batch([text for _, _, text in samples], refs, timeout_s=5.0)
-    T = max(len(r) for _, r, _ in samples)
+    correct = grade_batch([text for _, text, _ in samples], refs, timeout_s=5.0)
+    T = max(len(r) for r, _, _ in samples)
     mask = torch.zeros(len(samples), T)
     process = torch.zeros(len(samples), T)
-    for i, ((_, resp, _), segs, sc) in enumerate(zip(samples, segments, scores)):
+    for i, ((resp, _, _), segs, sc) in enumerate(zip(samples, segments, scores)):
         mask[i, : len(resp)] = 1
         for (a, b), s in zip(segs, sc):
             process[i, a:b] = s
