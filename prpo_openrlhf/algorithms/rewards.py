@@ -22,6 +22,7 @@ import torch
 
 from prpo_openrlhf.algorithms._answer import SoftTimeout, last_boxed, soft_deadline, verify_extracted
 from prpo_openrlhf.algorithms._grader_pool import GraderPool
+from prpo_openrlhf.algorithms._screen import hostile_reason, screened_verdict
 
 logger = logging.getLogger(__name__)
 
@@ -34,11 +35,15 @@ class GradeResults(list):
     timeouts: answers cut off at their budget (``stopped``: by the worker's own soft deadline,
     ``killed``: by the parent killing the worker); crashed: the worker died on the answer;
     errors: math-verify raised; no_boxed: the response has no complete ``\\boxed{...}``;
+    screened: answers judged by string equality without math-verify, because their text alone
+    shows they would make SymPy run far past any budget (``_screen``: power towers, huge
+    factorials, answers over 1000 characters);
     max_latency_s: the slowest answer, from hand-over to a worker to its verdict;
     seconds: wall time of the whole call. Counts are over unique (answer, reference) pairs.
     """
 
-    COUNTERS = ("timeouts", "stopped", "killed", "crashed", "errors", "no_boxed", "max_latency_s", "seconds")
+    COUNTERS = ("timeouts", "stopped", "killed", "crashed", "errors", "no_boxed", "screened", "max_latency_s",
+                "seconds")
 
     def __init__(self, verdicts=(), **counters):
         super().__init__(verdicts)
@@ -117,7 +122,8 @@ atexit.register(close)
 
 
 def grade_batch(responses: Sequence[str], references: Sequence[str], timeout_s: float = DEFAULT_TIMEOUT_S,
-                *, num_workers: int | None = None, soft_timeouts: bool = True) -> GradeResults:
+                *, num_workers: int | None = None, soft_timeouts: bool = True, screen: bool = True
+                ) -> GradeResults:
     """Verdict per response: its last ``\\boxed{...}`` is equivalent to its reference (math-verify).
 
     Each distinct (answer, reference) pair is graded once, by a worker process that gets
@@ -126,6 +132,9 @@ def grade_batch(responses: Sequence[str], references: Sequence[str], timeout_s: 
     thread; concurrent calls take turns on the shared pool. Raises only for mismatched input
     lengths, a non-positive budget, or workers that cannot start at all (broken environment).
     ``soft_timeouts=False`` turns off the workers' own SIGALRM stop, leaving only the kill.
+    ``screen`` (on by default) settles answers that ``_screen.hostile_reason`` flags (power
+    towers, huge factorials, over-long text) by string equality in this process, so that they
+    do not hold a worker for their whole budget; they are counted in ``screened``.
     """
     if len(responses) != len(references):
         raise ValueError(f"grade_batch: {len(responses)} responses but {len(references)} references")
@@ -134,27 +143,43 @@ def grade_batch(responses: Sequence[str], references: Sequence[str], timeout_s: 
     t0 = time.monotonic()
     answers = [last_boxed(r) for r in responses]
     slot: dict[tuple[str, str], int] = {}
+    screened: dict[tuple[str, str], bool] = {}
     for a, ref in zip(answers, references):
-        if a is not None:
-            slot.setdefault((a, str(ref)), len(slot))
+        if a is None:
+            continue
+        pair = (a, str(ref))
+        if pair in slot or pair in screened:
+            continue
+        if screen and hostile_reason(a):
+            screened[pair] = screened_verdict(*pair)
+        else:
+            slot[pair] = len(slot)
     jobs = list(slot)
     outcomes = []
     if jobs:
         with _LOCK:
             pool = _get_pool(num_workers or default_num_workers())
             outcomes = pool.grade(jobs, float(timeout_s), soft_timeouts)
-    verdicts = [a is not None and outcomes[slot[(a, str(ref))]].ok for a, ref in zip(answers, references)]
+
+    def verdict(a, ref) -> bool:
+        if a is None:
+            return False
+        pair = (a, str(ref))
+        return screened[pair] if pair in screened else outcomes[slot[pair]].ok
+
+    verdicts = [verdict(a, ref) for a, ref in zip(answers, references)]
     status = [o.status for o in outcomes]
     stopped, killed = status.count("timeout"), status.count("killed")
     result = GradeResults(
         verdicts, timeouts=stopped + killed, stopped=stopped, killed=killed,
         crashed=status.count("crashed"), errors=status.count("error"),
-        no_boxed=sum(a is None for a in answers),
+        no_boxed=sum(a is None for a in answers), screened=len(screened),
         max_latency_s=max((o.latency_s for o in outcomes), default=0.0), seconds=time.monotonic() - t0,
     )
-    if result.timeouts or result.crashed:
-        logger.warning("grade_batch: %d answers, %d timed out (%d killed), %d crashed workers",
-                       len(responses), result.timeouts, killed, result.crashed)
+    if result.timeouts or result.crashed or result.screened:
+        logger.warning("grade_batch: %d answers, %d timed out (%d killed), %d crashed workers, "
+                       "%d screened as too costly for SymPy", len(responses), result.timeouts, killed,
+                       result.crashed, result.screened)
     return result
 
 

@@ -137,11 +137,11 @@ def newline_segments(newline_flags, start: int, end: int) -> list[tuple[int, int
 def _row_ranges(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(B,) start and end of each row's response; raises if a row's mask is not contiguous."""
     T = mask.shape[1]
-    length = torch.count_nonzero(mask, dim=1)
-    # OpenRLHF's action_mask is left-aligned: one comparison settles it without a search.
-    if torch.equal(mask, torch.arange(T, device=mask.device) < length[:, None]):
-        return torch.zeros_like(length), length
+    length = mask.sum(1)  # (sum is several times faster than count_nonzero on CPU)
     m8 = mask.view(torch.uint8)  # same bytes, no copy
+    # OpenRLHF's action_mask is left-aligned: rows without a 0 -> 1 step are 1..1 0..0.
+    if T < 2 or not bool((m8[:, 1:] > m8[:, :-1]).any()):
+        return torch.zeros_like(length), length
     start = m8.argmax(1)  # first 1 (0 for an empty row)
     end = T - m8.flip(1).argmax(1)
     bad = (length > 0) & (end - start != length)

@@ -37,5 +37,6 @@ def reward_func(queries, prompts, labels):
         "extra_logs": {
             "accuracy": (rewards > 0).float().mean(),
             "grader_timeouts": torch.tensor(float(graded.timeouts)),
+            "grader_screened": torch.tensor(float(graded.screened)),
         },
     }

@@ -1,13 +1,16 @@
 """Answer extraction, math-verify equivalences, the killable grader pool, outcome rewards."""
+import json
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from prpo_openrlhf.algorithms import rewards
 from prpo_openrlhf.algorithms._answer import last_boxed
+from prpo_openrlhf.algorithms._screen import hostile_reason
 from prpo_openrlhf.algorithms.rewards import (
     GradeResults,
     grade_batch,
@@ -17,6 +20,7 @@ from prpo_openrlhf.algorithms.rewards import (
 )
 
 BUDGET = 1.0  # seconds per answer in the adversarial tests
+DATA = Path(__file__).resolve().parents[2] / "data"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -87,16 +91,45 @@ def test_adversarial_answers_get_a_verdict_within_budget():
     responses = ["", "\\boxed{\\frac{1}{2", "x" * 100_000 + "\\boxed{7}", "\\boxed{" + "1" * 100_000 + "}",
                  tower, "\\boxed{(10^{10})!}", "{" * 5000, "\\boxed{" + "{" * 3000 + "7" + "}" * 3000 + "}"]
     t0 = time.monotonic()
-    got = grade(responses, ["7"] * len(responses), timeout_s=BUDGET)
+    got = grade(responses, ["7"] * len(responses), timeout_s=BUDGET, screen=False)
     assert got == [False, False, True, False, False, False, False, False]
-    assert got.timeouts >= 2  # the tower and the factorial at least
+    assert got.timeouts >= 2 and got.screened == 0  # the tower and the factorial at least
     assert got.max_latency_s <= BUDGET + 1.0
     assert time.monotonic() - t0 < 4 * (BUDGET + 1.0)
 
 
+def test_the_screen_settles_hostile_answers_without_a_worker():
+    hostile = ["9^{9^{9^{9^{9}}}}", "(10^{10})!", "10^{10^{9}}", "\\binom{10^{9}}{10^{7}}", "2^{1000000}",
+               "1" * 100_000, "{" * 3000 + "7" + "}" * 3000]
+    responses = [f"so \\boxed{{{a}}}" for a in hostile] + ["\\boxed{10^{10^{9}}}", "\\boxed{2^{10}}"]
+    references = ["7"] * len(hostile) + ["10^{10^9}", "1024"]
+    t0 = time.monotonic()
+    got = grade(responses, references, timeout_s=BUDGET)
+    # Screened: string equality only (the tower equals its reference up to braces: not equal);
+    # 2^{10} is harmless and goes to math-verify.
+    assert got == [False] * len(hostile) + [False, True]
+    assert got.screened == len(hostile) + 1 and got.timeouts == 0
+    assert time.monotonic() - t0 < BUDGET
+    same = grade(["\\boxed{9^{9^{9}}}"], ["9^{9^{ 9}}"], timeout_s=BUDGET)
+    assert same == [True] and same.screened == 1
+
+
+@pytest.mark.parametrize("name", ["math500", "aime24", "aime25", "amc23"])
+def test_the_screen_passes_every_benchmark_answer(name):
+    rows = [json.loads(line) for line in (DATA / f"{name}.jsonl").read_text().splitlines() if line.strip()]
+    assert rows and [r["answer"] for r in rows if hostile_reason(str(r["answer"]))] == []
+
+
+def test_hostile_reason_names_the_shape():
+    assert [hostile_reason(a) for a in ("x^{y^{2}}", "\\binom{6}{2}", "10!", "2^{100}", "e^{2x}")] == [None] * 5
+    assert [hostile_reason(a) for a in ("9^{9^{9}}", "100000!", "\\binom{10^{9}}{2}", "x" * 2000)] == [
+        "power", "factorial", "binomial", "long"]
+
+
 def test_parent_kills_a_worker_that_overruns():
     # Without the workers' own SIGALRM stop, only the parent's kill ends the tower.
-    got = grade(["\\boxed{9^{9^{9^{9^{9}}}}}", "\\boxed{2}"], ["7", "2"], timeout_s=BUDGET, soft_timeouts=False)
+    got = grade(["\\boxed{9^{9^{9^{9^{9}}}}}", "\\boxed{2}"], ["7", "2"], timeout_s=BUDGET, soft_timeouts=False,
+                screen=False)
     assert got == [False, True]
     assert got.killed == 1 and got.timeouts == 1
     assert got.max_latency_s <= BUDGET + 1.0
@@ -115,7 +148,7 @@ def test_a_dead_worker_is_replaced_and_its_answer_counted():
 
     killer = threading.Thread(target=kill_busy_worker)
     killer.start()
-    got = grade(["\\boxed{9^{9^{9^{9^{9}}}}}"], ["7"], timeout_s=20.0, soft_timeouts=False)
+    got = grade(["\\boxed{9^{9^{9^{9^{9}}}}}"], ["7"], timeout_s=20.0, soft_timeouts=False, screen=False)
     killer.join()
     assert got == [False] and got.crashed == 1
     assert grade(["\\boxed{5}"], ["5"], timeout_s=10.0) == [True]
