@@ -27,12 +27,16 @@ COMPILE_ENV = "PRPO_ENTROPY_COMPILE"
 COMPILE_MIN_NUMEL = 1 << 15
 
 
-def _entropy_shifted(logits: torch.Tensor) -> torch.Tensor:
-    """(N, V) fp32 logits -> (N,) entropy; ``-inf`` logits (masked tokens) contribute 0."""
+def _entropy_shifted(logits: torch.Tensor, inv_temperature: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, V) fp32 logits, (N,) 1/T or None -> (N,) entropy; ``-inf`` logits (masked) contribute 0."""
     # Shift by the row max: H = log Z - sum_v e_v * s_v / Z with s = l - max, e = exp(s),
     # Z = sum e. Equal to lse(l) - sum softmax(l) * l, without 0 * -inf = nan on masked tokens.
-    # Two passes over the row once fused by torch.compile; ~1e-5 from float64 at 152k tokens.
+    # Scaling after the shift is the same for T > 0 ((l - max l) / T = l/T - max(l/T)) and lets
+    # torch.compile recompute s in each pass instead of storing l / T: twice as fast at 152k.
+    # Two passes over the row once fused; ~3e-5 from float64 at 152k tokens.
     shifted = logits - logits.amax(dim=-1, keepdim=True)
+    if inv_temperature is not None:
+        shifted = shifted * inv_temperature.unsqueeze(-1)
     e = shifted.exp()
     z = e.sum(dim=-1)
     dot = torch.where(e > 0, e * shifted, 0.0).sum(dim=-1)
@@ -47,7 +51,7 @@ def _scaled(logits: torch.Tensor, temperature: torch.Tensor | None) -> torch.Ten
 
 
 def _entropy_fused(logits: torch.Tensor, temperature: torch.Tensor | None) -> torch.Tensor:
-    return _entropy_shifted(_scaled(logits, temperature))
+    return _entropy_shifted(logits.float(), None if temperature is None else 1.0 / temperature.float())
 
 
 def _entropy_eager(logits: torch.Tensor, temperature: torch.Tensor | None) -> torch.Tensor:
