@@ -31,7 +31,9 @@ def grade_samples(generations: Sequence[dict], answers: dict[tuple[str, int], st
                   grades: AppendOnlyJsonl, *, timeout_s: float | None = None,
                   regrade: bool = False, batch_size: int = 64, pbar=None
                   ) -> tuple[dict[Key, bool], dict]:
-    """Verdict per sample key for ``generations`` and counts ``{"cached", "graded", "timeouts"}``.
+    """Verdict per sample key for ``generations`` and counts ``{"cached", "graded", "timeouts", "screened"}``
+    (screened: answers settled by string equality because SymPy could not afford them, see
+    ``algorithms._screen``).
 
     ``answers`` maps ``(benchmark, problem index)`` to the reference answer. New verdicts are
     appended to ``grades`` batch by batch (so an interrupted grading pass resumes too).
@@ -46,7 +48,7 @@ def grade_samples(generations: Sequence[dict], answers: dict[tuple[str, int], st
             verdicts[key] = bool(hit["correct"])
         else:
             todo.append(rec)
-    stats = {"cached": len(verdicts), "graded": 0, "timeouts": 0}
+    stats = {"cached": len(verdicts), "graded": 0, "timeouts": 0, "screened": 0}
     if pbar is not None:
         pbar.update(len(verdicts))
     for start in range(0, len(todo), batch_size):
@@ -54,6 +56,7 @@ def grade_samples(generations: Sequence[dict], answers: dict[tuple[str, int], st
         refs = [answers[record_key(r)[:2]] for r in batch]
         result = _grade_batch([r["text"] for r in batch], refs, timeout_s)
         stats["timeouts"] += _timeout_count(result)
+        stats["screened"] += getattr(result, "screened", 0)
         rows = []
         for rec, ref, ok in zip(batch, refs, result):
             key = record_key(rec)

@@ -190,7 +190,7 @@ def evaluate(cfg: EvalConfig, backend=None) -> dict | None:
     verdicts, stats = _grade(cfg, benches, existing, out)
     for name, st in stats.items():
         _log(f"graded {name}: {st['cached']} cached, {st['graded']} new, "
-             f"{st['timeouts']} grader timeout(s)")
+             f"{st['timeouts']} grader timeout(s), {st.get('screened', 0)} screened")
     return write_report(cfg, benches, existing, verdicts, stats, out, generated=made)
 
 

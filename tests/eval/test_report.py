@@ -72,7 +72,7 @@ def test_changed_reference_regrades_only_its_samples(hand_run):
     _write_set(data / "toy.jsonl", fixed)
     assert main(argv) == 0
     toy = results(out)["benchmarks"]["toy"]
-    assert toy["grading"] == {"cached": 8, "graded": 4, "timeouts": 0}
+    assert toy["grading"] == {"cached": 8, "graded": 4, "timeouts": 0, "screened": 0}
     assert [p["correct"] for p in toy["per_problem"]] == [4, 1, 1]
 
 
