@@ -3,12 +3,15 @@
 PY := .venv/bin/python
 PYTEST_CI := -m "not slow and not gpu" -q -p no:cacheprovider
 
-.PHONY: env run test test-all test-gpu bench clean-env
+.PHONY: env run demo test test-all test-gpu bench clean-env
 
 env:
 	bash scripts/setup_cpu_env.sh
 
 run: env
+	$(PY) -m prpo_openrlhf.local train
+
+demo: env
 	$(PY) -m prpo_openrlhf.local.demo
 
 test: env

@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 from prpo_openrlhf.local import runlog
-from prpo_openrlhf.local.config import TrainConfig, UsageError
+from prpo_openrlhf.local.config import TrainConfig, UsageError, diff
+from prpo_openrlhf.local.flags import flag_of
 
 # name -> TrainConfig overrides; GRPO first: the others are measured against its final accuracy.
 METHODS: dict[str, dict] = {
@@ -61,13 +62,17 @@ def run_one(base: TrainConfig, name: str, seed: int, root: Path, log=print) -> l
     from prpo_openrlhf.local.trainer import LocalTrainer
 
     out = root / _slug(name) / f"seed{seed}"
+    resume = (out / runlog.CKPT).exists()
+    cfg = dataclasses.replace(base, **METHODS[name], seed=seed, output_dir=str(out), resume=resume)
     if _finished(out, base.num_steps):
+        changed = diff(json.loads((out / "config.json").read_text()), cfg)
+        if changed:
+            raise UsageError(f"{out} was trained with other settings ({', '.join(flag_of(c) for c in changed)}); "
+                             "use another --compare.output_dir")
         log(f"{name} seed {seed}: finished earlier, reusing {out}")
         return runlog.read_metrics(out)
-    resume = (out / runlog.CKPT).exists()
     if not resume and out.exists():  # a run killed before its first checkpoint: start it again
         (out / runlog.METRICS).unlink(missing_ok=True)
-    cfg = dataclasses.replace(base, **METHODS[name], seed=seed, output_dir=str(out), resume=resume)
     t0 = time.monotonic()
     records = LocalTrainer(cfg, log=log).train()
     log(f"{name} seed {seed}: {time.monotonic() - t0:.0f} s")
@@ -85,9 +90,10 @@ def summarize(records: list[dict], last: int = 10) -> dict:
             "length_curve": [(r["step"], r["train/response_length"]) for r in train]}
 
 
-def steps_to_reach(curve, target: float, column: int = 1) -> int | None:
-    """First evaluated step whose held-out accuracy is >= target (None if never)."""
-    return next((c[0] for c in curve if c[column] >= target - 1e-9), None)
+def steps_to_reach(curve, target: float, column: int = 2) -> int | None:
+    """First evaluated step after the start whose held-out accuracy (column 2: sampled, 1:
+    greedy) is >= target; None if never. Step 0 is skipped: it is the same policy for all."""
+    return next((c[0] for c in curve if c[0] > 0 and c[column] >= target - 1e-9), None)
 
 
 def _mean_sd(xs: list[float]) -> str:
@@ -97,21 +103,25 @@ def _mean_sd(xs: list[float]) -> str:
 
 
 def table(results: dict[str, list[dict]], start: dict | None) -> str:
-    """Markdown table; 'steps to GRPO' uses each seed's own GRPO run as the target."""
+    """Markdown table; 'steps to GRPO' uses each seed's own GRPO run as the target.
+
+    The sampled accuracy (mean@k at the rollout temperature) leads: it is what RL on a small
+    policy moves first; greedy pass@1 follows.
+    """
     grpo = results.get("GRPO")
-    head = ("| method | held-out acc. greedy (%) | held-out acc. sampled (%) | mean response length "
-            "(tokens, last 10 steps) | steps to GRPO's final greedy acc. |\n|---|---|---|---|---|\n")
+    head = ("| method | held-out acc. sampled, mean@k (%) | held-out acc. greedy (%) | mean response length "
+            "(tokens, last 10 steps) | steps to GRPO's final sampled acc. |\n|---|---|---|---|---|\n")
     rows = []
     if start:
-        rows.append(f"| (start: warmed-up policy) | {100 * start['accuracy']:.1f} | "
-                    f"{100 * start['sampled_accuracy']:.1f} | {start['response_length']:.1f} | |")
+        rows.append(f"| (start: warmed-up policy) | {100 * start['sampled_accuracy']:.1f} | "
+                    f"{100 * start['accuracy']:.1f} | {start['response_length']:.1f} | |")
     for name, per_seed in results.items():
         reach = "-"
         if grpo:
-            hits = [steps_to_reach(s["curve"], g["accuracy"]) for s, g in zip(per_seed, grpo)]
+            hits = [steps_to_reach(s["curve"], g["sampled_accuracy"]) for s, g in zip(per_seed, grpo)]
             reach = ", ".join("never" if h is None else str(h) for h in hits)
-        rows.append(f"| {name} | {_mean_sd([s['accuracy'] for s in per_seed])} | "
-                    f"{_mean_sd([s['sampled_accuracy'] for s in per_seed])} | "
+        rows.append(f"| {name} | {_mean_sd([s['sampled_accuracy'] for s in per_seed])} | "
+                    f"{_mean_sd([s['accuracy'] for s in per_seed])} | "
                     f"{statistics.mean(s['response_length'] for s in per_seed):.1f} | {reach} |")
     return head + "\n".join(rows) + "\n"
 
@@ -167,7 +177,7 @@ def run_compare(args: argparse.Namespace, log=print) -> dict:
                          "response_length": first_train["train/response_length"]}
     md = table(results, start)
     budget = (f"{base.num_steps} steps x {base.prompts_per_step} prompts x {base.n_samples_per_prompt} rollouts, "
-              f"seeds {seeds}, {base.eval_problems} held-out problems")
+              f"seeds {seeds}, {base.eval_problems} held-out problems (greedy and mean@{base.eval_samples})")
     (root / "compare.md").write_text(f"# prpo-local compare\n\n{budget}\n\n{md}")
     (root / "compare.json").write_text(json.dumps({"budget": budget, "config": dataclasses.asdict(base),
                                                    "start": start, "results": results}, indent=1))

@@ -61,6 +61,10 @@ class LocalTrainer:
         self.cfg, self.log = cfg, log
         self.device = resolve_device(cfg.device)
         set_threads(cfg, self.device)
+        self.engine_name = cfg.engine if cfg.engine != "auto" else default_engine(self.device)
+        if cfg.entropy_source == "vllm" and self.engine_name != "vllm":
+            raise UsageError(f"{flag_of('entropy_source')} vllm needs vLLM rollouts: add {flag_of('engine')} vllm "
+                             f"(auto picks {self.engine_name} on {self.device.type})")
         self.out = Path(cfg.output_dir or f"runs/prpo-local/{cfg.estimator}-{time.strftime('%Y%m%d-%H%M%S')}")
         self._check_output_dir()
         from prpo_openrlhf.algorithms.rewards import start_pool
@@ -123,8 +127,7 @@ class LocalTrainer:
         return PRMScorer(self.cfg.prm, backend=self.cfg.prm_backend)
 
     def _engine(self):
-        name = self.cfg.engine if self.cfg.engine != "auto" else default_engine(self.device)
-        if name == "hf":
+        if self.engine_name == "hf":
             return HFRollout(self.policy, self.tok)
         max_len = self.policy.config.max_position_embeddings
         want = self.cfg.entropy_source in ("auto", "vllm")
@@ -170,6 +173,10 @@ class LocalTrainer:
         batch = X.make_batch(samples, self.tok.pad_token_id).to(self.device)
         mask = batch.action_mask
         want_ent = self.entropy_source == "actor" or X.entropies_from_samples(samples, 1) is None
+        if want_ent and self.entropy_source == "vllm":  # plugin not active: say so once, go on
+            self.log("vLLM returned no token entropies (is the prpo entropy plugin installed for this vLLM?); "
+                     f"using the log-prob pass instead ({flag_of('entropy_source')} actor)")
+            self.entropy_source = "actor"
         old_lp, ent = X.batched_logprobs(self.policy, batch, cfg.temperature, cfg.micro_batch_size, want_ent)
         ref_lp, _ = X.batched_logprobs(self.ref, batch, cfg.temperature, cfg.micro_batch_size, False)
         if not want_ent:

@@ -118,12 +118,22 @@ def heldout_accuracy(rollout, tok, task: ArithmeticTask, n_problems: int, *, gre
 
 
 def _build(cfg: WarmupConfig, out: Path, progress: bool) -> dict:
+    t0 = time.monotonic()
+    # One thread: the tiny policy's matrices are too small to split (see trainer.set_threads).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _sft_and_report(cfg, out, progress, t0)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _sft_and_report(cfg: WarmupConfig, out: Path, progress: bool, t0: float) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from prpo_openrlhf.local.rollout import HFRollout
     from prpo_openrlhf.testing.tiny_models import write_tiny_lm
 
-    t0 = time.monotonic()
     write_tiny_lm(out, seed=cfg.seed, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
                   max_position_embeddings=cfg.max_position_embeddings)
     tok = AutoTokenizer.from_pretrained(out)

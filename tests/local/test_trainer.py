@@ -144,3 +144,16 @@ def test_compare_runs_every_method_on_the_same_budget_and_reports(cache_dir, tmp
     assert step0_eval("grpo") == step0_eval("prpo")  # the same start policy, evaluated the same way
     assert main(argv) == 0  # finished runs are reused, not retrained
     assert "finished earlier" in capsys.readouterr().out
+    assert main(argv + ["--actor.adam.lr", "1e-3"]) == 2  # ... but not under other settings
+    assert "--actor.adam.lr" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("overrides", [
+    {"estimator": "dr_grpo"}, {"estimator": "prm_avg"}, {"estimator": "prm_avg_prpo"}, {"estimator": "pure"},
+    {"estimator": "process_only"}, {"split": "uniform"}, {"split": "random"}, {"split": "newline"},
+    {"normalization": "relative"}, {"verifier_mode": "graded"},
+], ids=lambda o: "-".join(map(str, o.values())))
+def test_every_estimator_and_split_takes_a_step(cache_dir, tmp_path, overrides):
+    _train(tmp_path / "run", num_steps=1, eval_steps=0, eval_problems=4, eval_samples=1, **overrides)
+    (step,) = [r for r in runlog.read_metrics(tmp_path / "run") if "train/accuracy" in r]
+    assert torch.isfinite(torch.tensor([step["train/loss"], step["train/advantage_abs"]])).all()
