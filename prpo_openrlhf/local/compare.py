@@ -164,17 +164,18 @@ def run_compare(args: argparse.Namespace, log=print) -> dict:
     base = config_from_args(args)
     root = Path(args.compare_dir)
     root.mkdir(parents=True, exist_ok=True)
-    results, start = {}, None
+    results, starts = {}, []
     for name in names:
         results[name] = []
         for seed in seeds:
             recs = run_one(base, name, seed, root, log)
             results[name].append(summarize(recs))
-            if start is None:
+            if name == names[0]:  # the start policy, evaluated with each seed's sampling seeds
                 first = next(r for r in recs if "eval/accuracy" in r)
                 first_train = next(r for r in recs if "train/accuracy" in r)
-                start = {"accuracy": first["eval/accuracy"], "sampled_accuracy": first["eval/sampled_accuracy"],
-                         "response_length": first_train["train/response_length"]}
+                starts.append({"accuracy": first["eval/accuracy"], "sampled_accuracy": first["eval/sampled_accuracy"],
+                               "response_length": first_train["train/response_length"]})
+    start = {k: statistics.mean(s[k] for s in starts) for k in starts[0]} if starts else None
     md = table(results, start)
     budget = (f"{base.num_steps} steps x {base.prompts_per_step} prompts x {base.n_samples_per_prompt} rollouts, "
               f"seeds {seeds}, {base.eval_problems} held-out problems (greedy and mean@{base.eval_samples})")
