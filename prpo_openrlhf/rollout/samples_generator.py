@@ -4,14 +4,16 @@
   ``action_mask`` and zero where it is 0.
 - :class:`PRPOSamplesGenerator`: OpenRLHF's ``SamplesGenerator``; only
   ``_process_response_into_experience`` changes: the executor's ``rollout_entropies`` (see
-  agent_executor.py) are cut exactly like ``rollout_log_probs`` and the result is a
-  PRPOExperience.
+  agent_executor.py) are cut exactly like ``rollout_log_probs``, the result is a
+  PRPOExperience, and during ``generate_samples`` each completed prompt group goes to
+  ``group_sink`` (the PRM dispatcher, trainer/prm_dispatch.py) while the others generate.
 - :func:`entropies_from_actor_output` / :func:`actor_token_entropies`: ``--prpo.entropy_source
   actor``, the entropy from the training-side forward (OpenRLHF
   ``Actor.forward(return_entropy=True)``), for vLLM versions the plugin does not support.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, fields
 
 import torch
@@ -85,6 +87,29 @@ class PRPOSamplesGenerator(SamplesGenerator):
     then an error. With ``actor`` the entropies are left to the log-prob pass.
     """
 
+    group_sink = None  # callable(list of one prompt's n experiences), set by PRPOTrainer
+    _group: list | None = None  # the group being collected, while generate_samples runs
+
+    def generate_samples(self, **generate_kwargs):
+        with self.dispatching_groups():
+            return super().generate_samples(**generate_kwargs)
+
+    @contextlib.contextmanager
+    def dispatching_groups(self):
+        """Hand every completed prompt group to ``group_sink`` (training rollouts only)."""
+        self._group = [] if self.group_sink is not None else None
+        try:
+            yield
+        finally:
+            self._group = None
+
+    def _to_sink(self, experience, n: int) -> None:
+        # Upstream turns one prompt's n responses (one Ray call) into Experiences back to back.
+        self._group.append(experience)
+        if len(self._group) == n:
+            group, self._group = self._group, []
+            self.group_sink(group)
+
     @property
     def entropy_source(self) -> str:
         prpo = getattr(self.args, "prpo", None)
@@ -98,10 +123,14 @@ class PRPOSamplesGenerator(SamplesGenerator):
                 raise RuntimeError(
                     "rollout response has no entropies: start the vLLM engines with "
                     f"--agent_func_path {ENTROPY_AGENT_PATH}, or use {FALLBACK_HINT}")
-            return PRPOExperience.from_experience(experience)
-        entropies = entropies_for_action_mask(rollout_entropies, experience.action_mask,
-                                              generate_kwargs.get("max_len", 2048))
-        return PRPOExperience.from_experience(experience, entropies=entropies)
+            result = PRPOExperience.from_experience(experience)
+        else:
+            entropies = entropies_for_action_mask(rollout_entropies, experience.action_mask,
+                                                  generate_kwargs.get("max_len", 2048))
+            result = PRPOExperience.from_experience(experience, entropies=entropies)
+        if self._group is not None:
+            self._to_sink(result, generate_kwargs.get("n_samples_per_prompt", self.args.rollout.n_samples_per_prompt))
+        return result
 
 
 def entropies_from_actor_output(output, action_mask: torch.Tensor) -> torch.Tensor:

@@ -1,10 +1,12 @@
 """PRPOExperienceMaker: OpenRLHF 0.11.2's RemoteExperienceMaker with process rewards.
 
 What changes, and nothing else:
-- ``make_experience_batch``: before the actor / reference log-prob passes are dispatched, every
-  rollout is cut into segments (entropy spikes by default) and sent to the PRM; the PRM works
-  on its own GPUs while the log-prob passes run, and its scores are collected afterwards. The
-  time spent waiting for them is logged (``prm/wait_s``).
+- ``make_experience_batch``: every prompt group of rollouts is cut into segments (entropy
+  spikes by default) and sent to the PRM as soon as it exists: while vLLM generates the
+  other groups when PRPOSamplesGenerator dispatches it (see prm_dispatch.py), otherwise here,
+  before the actor / reference log-prob passes are dispatched. The PRM works on its own GPUs
+  while the log-prob passes run, and its scores are collected afterwards. The time spent
+  waiting for them is logged (``prm/wait_s``).
 - ``compute_advantages_and_returns``: the outcome length penalty (for every estimator, so all
   methods see the same R), then PRPO-family advantages for the estimators PRPO adds; every
   upstream estimator is handed to ``super()`` unchanged.
@@ -21,20 +23,11 @@ from openrlhf.utils.logging_utils import init_logger
 
 from prpo_openrlhf.algorithms.advantages import ESTIMATORS, outcome_shift, process_z
 from prpo_openrlhf.algorithms.rewards import length_penalty
-from prpo_openrlhf.algorithms.segmentation import scores_to_tokens, segment_batch
+from prpo_openrlhf.algorithms.segmentation import scores_to_tokens
 from prpo_openrlhf.cli.prpo_flags import PRM_ESTIMATORS
-from prpo_openrlhf.trainer.problem_text import ProblemExtractor
+from prpo_openrlhf.trainer.prm_dispatch import PRMDispatcher, pad_rows
 
 logger = init_logger(__name__)
-
-
-def _pad_rows(rows: List[torch.Tensor], value=0.0) -> torch.Tensor:
-    """Stack 1-D tensors of different lengths into (N, T_max), right-padded."""
-    width = max((r.numel() for r in rows), default=0)
-    out = torch.full((len(rows), width), value, dtype=rows[0].dtype if rows else torch.float32)
-    for i, r in enumerate(rows):
-        out[i, : r.numel()] = r
-    return out
 
 
 class PRPOExperienceMaker(RemoteExperienceMaker):
@@ -49,74 +42,33 @@ class PRPOExperienceMaker(RemoteExperienceMaker):
         super().__init__(*args, **kwargs)
         self.prm = prm
         self.prpo = self.args.prpo
-        self.problem_of = ProblemExtractor(self.tokenizer)
         if self.advantage_estimator in PRM_ESTIMATORS and prm is None:
             raise ValueError(f"--algo.advantage.estimator {self.advantage_estimator} needs a PRM (--prm.*)")
-
-    # ── rollouts -> segments -> PRM (dispatched before the log-prob passes) ──
-
-    def segment_rollouts(self, rollout_samples: List[Experience]):
-        """Per rollout: action mask (A,), segment ids (A,) (-1 off the response), segment texts."""
-        masks = [s.action_mask[0].float() for s in rollout_samples]
-        mask = _pad_rows(masks)
-        entropies = None
-        if self.prpo.split == "entropy":
-            entropies = _pad_rows([self._entropies(s) for s in rollout_samples])
-        newline = None
-        if self.prpo.split == "newline":
-            newline = _pad_rows([self._blank_line_tokens(s).float() for s in rollout_samples]).bool()
-        ids = segment_batch(entropies if entropies is not None else torch.zeros_like(mask), mask.bool(),
-                            method=self.prpo.split, k=self.prpo.k, min_gap=self.prpo.min_gap,
-                            seed=self.prpo.seed, newline_mask=newline)
-        texts = []
-        for row, sample in enumerate(rollout_samples):
-            # action_mask[j] marks token j + 1 of the sequence (OpenRLHF's convention).
-            actions = sample.sequences[0, 1: 1 + ids.shape[1]]
-            row_ids = ids[row, : actions.numel()]
-            texts.append([self.tokenizer.decode(actions[row_ids == s]) for s in range(int(row_ids.max()) + 1)])
-        return mask, ids, texts
-
-    def _entropies(self, sample: Experience) -> torch.Tensor:
-        ent = getattr(sample, "entropies", None)
-        if ent is None:
-            raise RuntimeError(
-                "rollout has no per-token entropies: the vLLM entropy plugin is not active in the "
-                "engines (see docs/entropy.md), or use --prpo.entropy_source actor"
-            )
-        return ent[0].float()
-
-    def _blank_line_tokens(self, sample: Experience) -> torch.Tensor:
-        actions = sample.sequences[0, 1:][: sample.action_mask.shape[1]]
-        return torch.tensor(["\n\n" in self.tokenizer.decode([t]) for t in actions.tolist()])
+        self.dispatcher = None if prm is None else PRMDispatcher(
+            prm, self.tokenizer, self.prpo, self.args.rollout.n_samples_per_prompt)
 
     @torch.no_grad()
     def make_experience_batch(self, rollout_samples) -> List[Experience]:
         if self.advantage_estimator not in PRM_ESTIMATORS:
             return super().make_experience_batch(rollout_samples)
-        mask, ids, texts = self.segment_rollouts(rollout_samples)
-        problems = [self.problem_of(s.prompts[0]) for s in rollout_samples]
-        pending = self.prm.score_async(problems, texts)  # runs on the PRM's GPUs from here on
+        late = self.dispatcher.submit_missing(rollout_samples)  # before the log-prob passes
 
         samples_list = self.split_rollout_samples(rollout_samples)
         experiences = self.make_experience(samples_list)
 
         t0 = time.time()
-        scores, stats = pending.result(timeout=self.args.prm.timeout_s)
+        per_sample, stats = self.dispatcher.collect(rollout_samples, self.args.prm.timeout_s)
         waited = time.time() - t0
-        self._process = self._scores_to_tokens(scores, ids, rollout_samples)
+        self._process = {s.index[0]: (scores_to_tokens([scores], ids[None])[0], ids)
+                         for s, (scores, ids) in zip(rollout_samples, per_sample)}
         self._prm_info = {
-            "wait_s": waited, "score_s": stats.seconds, "segments_per_response": stats.segments / len(texts),
+            "wait_s": waited, "score_s": stats.seconds, "segments_per_response": stats.segments / len(per_sample),
             "filled_segments": stats.filled_segments, "truncated_responses": stats.truncated_responses,
+            "submitted_late": late,
         }
-        logger.info(f"PRM: waited {waited:.2f}s after the log-prob passes; {stats.as_dict()}")
+        logger.info(f"PRM: waited {waited:.2f}s after the log-prob passes; {late} rollouts submitted after "
+                    f"generation; {stats.as_dict()}")
         return self.compute_advantages_and_returns(experiences)
-
-    @staticmethod
-    def _scores_to_tokens(scores, ids: torch.Tensor, rollout_samples) -> dict:
-        """rollout index -> ((A,) PRM score of each token's segment, (A,) segment ids)."""
-        per_token = scores_to_tokens(scores, ids)
-        return {s.index[0]: (per_token[row, : s.action_mask.shape[1]], ids[row, : s.action_mask.shape[1]])
-                for row, s in enumerate(rollout_samples)}
 
     # ── advantages ──
 
@@ -136,9 +88,9 @@ class PRPOExperienceMaker(RemoteExperienceMaker):
 
         rows = {i: (exp, j) for exp in experiences for j, i in enumerate(exp.index)}
         ranked = sorted(rows)  # original rollout order: groups are contiguous blocks of n
-        mask = _pad_rows([rows[i][0].action_mask[rows[i][1]].float() for i in ranked])
-        process = _pad_rows([self._process[i][0] for i in ranked])
-        segment_ids = _pad_rows([self._process[i][1] for i in ranked], value=-1)
+        mask = pad_rows([rows[i][0].action_mask[rows[i][1]].float() for i in ranked])
+        process = pad_rows([self._process[i][0] for i in ranked])
+        segment_ids = pad_rows([self._process[i][1] for i in ranked], value=-1)
         rewards = torch.stack([rows[i][0].rewards[rows[i][1]].float() for i in ranked])
         adv = ESTIMATORS[self.advantage_estimator](
             process_scores=process, outcome_rewards=rewards, action_mask=mask, segment_ids=segment_ids,

@@ -49,8 +49,8 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def rollout_samples(tiny_lm_path, monkeypatch_module):
-    """Single-sample Experiences from real vLLM CPU responses, as the trainer receives them."""
+def rollout_responses(tiny_lm_path, monkeypatch_module):
+    """Real vLLM CPU responses through OpenRLHF's executor, and the samples generator for them."""
     from openrlhf.trainer.ray.vllm_engine import _load_agent_executor
     from transformers import AutoTokenizer
     from vllm import LLM, SamplingParams
@@ -87,6 +87,13 @@ def rollout_samples(tiny_lm_path, monkeypatch_module):
 
     generator = PRPOSamplesGenerator(strategy=SimpleNamespace(args=args), prompts_dataloader=None,
                                      eval_dataloader=None, tokenizer=tok, vllm_engines=[])
+    return generator, responses
+
+
+@pytest.fixture(scope="module")
+def rollout_samples(rollout_responses):
+    """Single-sample Experiences from real vLLM CPU responses, as the trainer receives them."""
+    generator, responses = rollout_responses
     return [generator._process_response_into_experience(r, max_len=256) for r in responses]
 
 
@@ -219,3 +226,45 @@ def test_prm_actor_killed_mid_step_is_retried(rollout_samples, tiny_lm_path, pol
     experiences = maker.make_experience_batch(copy.deepcopy(rollout_samples))
     assert prm_group.total_failures > failures
     assert all(torch.isfinite(e.advantages).all() for e in experiences)
+
+
+class CountingPRM:
+    """The real PRM actor group; records how many responses each submission holds."""
+
+    def __init__(self, group):
+        self.group, self.sizes = group, []
+
+    def score_async(self, problems, segments):
+        self.sizes.append(len(problems))
+        return self.group.score_async(problems, segments)
+
+
+def test_prm_gets_each_prompt_group_as_soon_as_it_is_generated(rollout_responses, rollout_samples, tiny_lm_path,
+                                                                 policy_groups, prm_group):
+    from prpo_openrlhf.trainer.experience_maker import PRPOExperienceMaker
+
+    generator, responses = rollout_responses
+    prm = CountingPRM(prm_group)
+    maker = _maker(PRPOExperienceMaker, _args(tiny_lm_path, "prpo"), policy_groups, prm=prm)
+    generator.group_sink = maker.dispatcher.submit  # as PRPOTrainer wires it
+    try:
+        samples = []
+        with generator.dispatching_groups():
+            for response in responses:  # in the order upstream's generate loop receives them
+                samples.append(generator._process_response_into_experience(response, max_len=256))
+                if len(samples) == N:
+                    assert prm.sizes == [N]  # the first group is out before the second exists
+    finally:
+        generator.group_sink = None
+    assert prm.sizes == [N] * len(PROBLEMS)
+    early = maker.make_experience_batch(samples)
+    assert prm.sizes == [N] * len(PROBLEMS)  # nothing was left to submit
+    assert all(e.info["prm/submitted_late"].eq(0).all() for e in early)
+
+    late = maker.make_experience_batch(copy.deepcopy(rollout_samples))  # without the generator's help
+    assert prm.sizes == [N] * 2 * len(PROBLEMS)  # still one submission per group
+    assert all(e.info["prm/submitted_late"].eq(len(rollout_samples)).all() for e in late)
+    by_index = {i: e.advantages[j] for e in late for j, i in enumerate(e.index)}
+    for exp in early:
+        for j, i in enumerate(exp.index):
+            torch.testing.assert_close(exp.advantages[j], by_index[i], atol=1e-6, rtol=0)

@@ -1,0 +1,121 @@
+"""PRM submission per prompt group, as soon as the group's rollouts exist.
+
+OpenRLHF 0.11.2's ``SamplesGenerator._generate_vllm`` sends each prompt to a vLLM engine as one
+Ray call that returns that prompt's n responses, and turns the calls into Experiences in the
+order they finish (``ray.wait``). PRPOSamplesGenerator hands every completed group to
+:meth:`PRMDispatcher.submit` right there, so the PRM scores the first groups while vLLM is
+still generating the others, and goes on through the actor and reference log-prob passes.
+Groups that reach the experience maker without a submission (entropies from the actor pass,
+samples made elsewhere) are submitted by :meth:`submit_missing`, group by group, before the
+log-prob passes are dispatched. :meth:`collect` then waits for every submission of the batch.
+
+Each rollout carries its submission as ``sample.prm_job`` (a :class:`PRMJob`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List
+
+import torch
+
+from prpo_openrlhf.algorithms.segmentation import segment_batch
+from prpo_openrlhf.prm.scorer import PRMStats
+from prpo_openrlhf.trainer.problem_text import ProblemExtractor
+
+JOB_ATTR = "prm_job"
+
+
+@dataclass
+class PRMJob:
+    """One rollout's share of a PRM submission: ``pending.result()[0][row]`` are its scores."""
+
+    pending: object  # has .result(timeout) -> (scores per response, PRMStats)
+    row: int
+    segment_ids: torch.Tensor  # (A,) segment of each action token, -1 off the response
+
+
+def pad_rows(rows: List[torch.Tensor], value=0.0) -> torch.Tensor:
+    """Stack 1-D tensors of different lengths into (N, T_max), right-padded."""
+    width = max((r.numel() for r in rows), default=0)
+    out = torch.full((len(rows), width), value, dtype=rows[0].dtype if rows else torch.float32)
+    for i, r in enumerate(rows):
+        out[i, : r.numel()] = r
+    return out
+
+
+class PRMDispatcher:
+    """Segments groups of rollouts, submits them to the PRM, and collects the scores."""
+
+    def __init__(self, prm, tokenizer, prpo_args, n_samples_per_prompt: int):
+        self.prm, self.tokenizer, self.prpo, self.n = prm, tokenizer, prpo_args, n_samples_per_prompt
+        self.problem_of = ProblemExtractor(tokenizer)
+        self.groups_submitted = 0  # also varies the random split's seed from group to group
+
+    def segment(self, samples) -> tuple[torch.Tensor, list[list[str]]]:
+        """(N, A_max) segment ids (-1 off the response) and each rollout's segment texts."""
+        mask = pad_rows([s.action_mask[0].float() for s in samples]).bool()
+        entropies = torch.zeros(mask.shape)
+        if self.prpo.split == "entropy":
+            entropies = pad_rows([self._entropies(s) for s in samples])
+        newline = None
+        if self.prpo.split == "newline":
+            newline = pad_rows([self._blank_line_tokens(s).float() for s in samples]).bool()
+        ids = segment_batch(entropies, mask, method=self.prpo.split, k=self.prpo.k, min_gap=self.prpo.min_gap,
+                            seed=self.prpo.seed + self.groups_submitted, newline_mask=newline)
+        texts = []
+        for row, sample in enumerate(samples):
+            # action_mask[j] marks token j + 1 of the sequence (OpenRLHF's convention).
+            actions = sample.sequences[0, 1: 1 + ids.shape[1]]
+            row_ids = ids[row, : actions.numel()]
+            texts.append([self.tokenizer.decode(actions[row_ids == s]) for s in range(int(row_ids.max()) + 1)])
+        return ids, texts
+
+    @staticmethod
+    def _entropies(sample) -> torch.Tensor:
+        ent = getattr(sample, "entropies", None)
+        if ent is None:
+            raise RuntimeError(
+                "rollout has no per-token entropies: the vLLM entropy plugin is not active in the "
+                "engines (see docs/entropy.md); --prpo.split uniform, random or newline needs none")
+        return ent[0].float()
+
+    def _blank_line_tokens(self, sample) -> torch.Tensor:
+        actions = sample.sequences[0, 1:][: sample.action_mask.shape[1]]
+        return torch.tensor(["\n\n" in self.tokenizer.decode([t]) for t in actions.tolist()])
+
+    def submit(self, samples) -> None:
+        """Segment one group of rollouts and send it to the PRM (returns at once)."""
+        ids, texts = self.segment(samples)
+        pending = self.prm.score_async([self.problem_of(s.prompts[0]) for s in samples], texts)
+        self.groups_submitted += 1
+        for row, sample in enumerate(samples):
+            setattr(sample, JOB_ATTR, PRMJob(pending, row, ids[row, : sample.action_mask.shape[1]]))
+
+    def submit_missing(self, samples) -> int:
+        """Submit, per block of n consecutive rollouts, those without a submission; how many."""
+        todo = [s for s in samples if getattr(s, JOB_ATTR, None) is None]
+        for start in range(0, len(todo), self.n):
+            self.submit(todo[start:start + self.n])
+        return len(todo)
+
+    def collect(self, samples, timeout_s: float | None):
+        """Per rollout: (its segment scores, its segment ids); and the merged PRMStats.
+
+        Raises whatever the PRM raises (after its own retries): a step never goes on with
+        made-up scores.
+        """
+        results, order = {}, []
+        for s in samples:
+            job = getattr(s, JOB_ATTR)
+            if id(job.pending) not in results:
+                results[id(job.pending)] = job.pending.result(timeout=timeout_s)
+                order.append(results[id(job.pending)])
+        offsets = [0]
+        for scores, _ in order[:-1]:
+            offsets.append(offsets[-1] + len(scores))
+        stats = PRMStats.merge([st for _, st in order], offsets)
+        per_sample = []
+        for s in samples:
+            job = getattr(s, JOB_ATTR)
+            per_sample.append((results[id(job.pending)][0][job.row], job.segment_ids))
+        return per_sample, stats
