@@ -51,7 +51,8 @@ def add_prpo_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--prpo.prior_mean", type=float, default=0.5)
     g.add_argument("--prpo.prior_std", type=float, default=0.289)
     g.add_argument("--prpo.entropy_source", choices=("vllm", "actor"), default="vllm",
-                   help="per-token entropy from the vLLM plugin (no extra pass) or from the actor's log-prob pass")
+                   help="per-token entropy from the vLLM plugin (no extra pass; the PRM starts per prompt group during "
+                        "generation) or from the actor's log-prob pass (any vLLM; the PRM starts after that pass)")
     g.add_argument("--prpo.length_penalty_threshold", type=int, default=1024,
                    help="responses longer than this many tokens get -L/scale added to R")
     g.add_argument("--prpo.length_penalty_scale", type=float, default=1024.0)
@@ -78,10 +79,6 @@ def check_prpo_args(args) -> None:
         if args.algo.kl.init_coef > 0 and not args.algo.kl.use_loss:
             errors.append(f"--algo.advantage.estimator {estimator} puts the KL in the loss, as the paper does: "
                           "add --algo.kl.use_loss (or set --algo.kl.init_coef 0)")
-        if args.prpo.split == "entropy" and args.prpo.entropy_source == "actor":
-            errors.append("--prpo.entropy_source actor is not wired into the Ray trainer yet (the DeepSpeed "
-                          "actors' log-prob pass does not return entropies there); use --prpo.entropy_source "
-                          "vllm, or another --prpo.split")
         if args.prpo.entropy_source == "vllm" and not args.vllm.num_engines:
             errors.append("--prpo.entropy_source vllm needs vLLM rollouts (--vllm.num_engines > 0); "
                           "or use --prpo.entropy_source actor")

@@ -4,7 +4,9 @@ What changes, and nothing else:
 - ``make_experience_batch``: every prompt group of rollouts is cut into segments (entropy
   spikes by default) and sent to the PRM as soon as it exists: while vLLM generates the
   other groups when PRPOSamplesGenerator dispatches it (see prm_dispatch.py), otherwise here,
-  before the actor / reference log-prob passes are dispatched. The PRM works on its own GPUs
+  before the actor / reference log-prob passes are dispatched (with ``--prpo.entropy_source
+  actor``, after the actor pass, whose entropies the split needs: ``_dispatch_forward`` then
+  hands its log probs to upstream instead of running it again). The PRM works on its own GPUs
   while the log-prob passes run, and its scores are collected afterwards. The time spent
   waiting for them is logged (``prm/wait_s``).
 - ``compute_advantages_and_returns``: the outcome length penalty (for every estimator, so all
@@ -16,6 +18,7 @@ from __future__ import annotations
 import time
 from typing import List
 
+import ray
 import torch
 from openrlhf.trainer.ppo_utils.experience import Experience
 from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
@@ -46,14 +49,17 @@ class PRPOExperienceMaker(RemoteExperienceMaker):
             raise ValueError(f"--algo.advantage.estimator {self.advantage_estimator} needs a PRM (--prm.*)")
         self.dispatcher = None if prm is None else PRMDispatcher(
             prm, self.tokenizer, self.prpo, self.args.rollout.n_samples_per_prompt)
+        self.entropy_from_actor = self.prpo.split == "entropy" and self.prpo.entropy_source == "actor"
+        self._actor_log_probs = None  # from forward_with_entropy, for make_experience to reuse
 
     @torch.no_grad()
     def make_experience_batch(self, rollout_samples) -> List[Experience]:
         if self.advantage_estimator not in PRM_ESTIMATORS:
             return super().make_experience_batch(rollout_samples)
-        late = self.dispatcher.submit_missing(rollout_samples)  # before the log-prob passes
-
         samples_list = self.split_rollout_samples(rollout_samples)
+        if self.entropy_from_actor:
+            self._actor_pass_with_entropies(rollout_samples, samples_list)
+        late = self.dispatcher.submit_missing(rollout_samples)  # before the (other) log-prob passes
         experiences = self.make_experience(samples_list)
 
         t0 = time.time()
@@ -69,6 +75,28 @@ class PRPOExperienceMaker(RemoteExperienceMaker):
         logger.info(f"PRM: waited {waited:.2f}s after the log-prob passes; {late} rollouts submitted after "
                     f"generation; {stats.as_dict()}")
         return self.compute_advantages_and_returns(experiences)
+
+    def _actor_pass_with_entropies(self, rollout_samples, samples_list) -> None:
+        """``--prpo.entropy_source actor``: the actor's log-prob pass runs first, and its
+        entropies go onto the rollouts for the split (trainer/policy_actor.py)."""
+        args = self.strategy.args
+        refs = self.actor_model_group.async_run_method_batch(
+            method_name="forward_with_entropy", sequences=[s.sequences for s in samples_list],
+            action_mask=[s.action_mask for s in samples_list], attention_mask=[s.attention_mask for s in samples_list])
+        results = self._flatten_results(refs, args.ds.ring_attn_size * args.ds.tensor_parallel_size)
+        if args.train.colocate_all or args.train.colocate_actor_ref:
+            ray.get(self.actor_model_group.async_run_method(method_name="empty_cache"))
+        for batch, (_, entropies) in zip(samples_list, results):
+            for row, i in enumerate(batch.index):
+                sample = rollout_samples[i]
+                sample.entropies = entropies[row: row + 1, : sample.action_mask.shape[1]]
+        self._actor_log_probs = [log_probs for log_probs, _ in results]
+
+    def _dispatch_forward(self, group, sync_condition, **kwargs):
+        if group is self.actor_model_group and self._actor_log_probs is not None:
+            log_probs, self._actor_log_probs = self._actor_log_probs, None
+            return [ray.put(log_probs)]  # that pass already ran, with the entropies
+        return super()._dispatch_forward(group, sync_condition, **kwargs)
 
     # ── advantages ──
 

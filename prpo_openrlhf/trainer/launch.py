@@ -2,8 +2,10 @@
 
 Upstream's ``train()`` creates the vLLM engines and the DeepSpeed actor groups on their
 placement groups, then imports ``PPOTrainer`` from ``openrlhf.trainer.ppo_trainer`` and drives
-it. We run that function as it is and only let that import find PRPOTrainer, for the duration
-of the call, so every placement and initialisation step stays upstream's.
+it. We run that function as it is and only let that import find PRPOTrainer (and, with
+``--prpo.entropy_source actor``, its ``PolicyModelActor`` name find the policy actor of
+policy_actor.py), for the duration of the call, so every placement and initialisation step
+stays upstream's.
 """
 from __future__ import annotations
 
@@ -14,15 +16,13 @@ import ray
 
 
 @contextlib.contextmanager
-def _trainer_class(cls):
-    import openrlhf.trainer.ppo_trainer as upstream
-
-    original = upstream.PPOTrainer
-    upstream.PPOTrainer = cls
+def _swapped(module, name: str, value):
+    original = getattr(module, name)
+    setattr(module, name, value)
     try:
         yield
     finally:
-        upstream.PPOTrainer = original
+        setattr(module, name, original)
 
 
 def _init_ray(args) -> None:
@@ -51,5 +51,13 @@ def train(args) -> None:
         check_entropy_source(args.prpo.entropy_source)  # refuses vllm on an unsupported vLLM
     _init_ray(args)
     check_gpu_budget(args, ray.cluster_resources().get("GPU", 0.0))
-    with _trainer_class(PRPOTrainer):
+    import openrlhf.cli.train_ppo_ray as upstream_cli
+    import openrlhf.trainer.ppo_trainer as upstream_trainer
+
+    policy = upstream_cli.PolicyModelActor
+    if args.prpo.entropy_source == "actor":  # its log-prob pass also returns entropies
+        from prpo_openrlhf.trainer.policy_actor import policy_actor_class
+
+        policy = policy_actor_class()
+    with _swapped(upstream_trainer, "PPOTrainer", PRPOTrainer), _swapped(upstream_cli, "PolicyModelActor", policy):
         upstream_train(args)

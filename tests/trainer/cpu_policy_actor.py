@@ -4,8 +4,9 @@ OpenRLHF's PolicyModelActor and ReferenceModelActor run a DeepSpeed engine on CU
 cannot exist on a CPU machine. This actor is OpenRLHF's own ``BaseModelActor`` (same
 constructor, same ``execute_batch`` that RayActorGroup drives) with the two CUDA-only steps
 replaced: the model is OpenRLHF's ``openrlhf.models.Actor`` on CPU without a DeepSpeed
-engine, and ``empty_cache`` is a no-op. ``forward`` keeps PolicyModelActor's signature. It
-announces itself loudly on construction.
+engine, and ``empty_cache`` is a no-op. ``forward`` keeps PolicyModelActor's signature; the
+project's ``forward_with_entropy`` (EntropyForwardMixin) is the real one. It announces itself
+loudly on construction.
 """
 import logging
 import sys
@@ -14,11 +15,13 @@ import ray
 import torch
 from openrlhf.trainer.ray.launcher import BaseModelActor
 
+from prpo_openrlhf.trainer.policy_actor import EntropyForwardMixin
+
 logger = logging.getLogger(__name__)
 
 
 @ray.remote(num_cpus=0)
-class CPUPolicyActorStandIn(BaseModelActor):
+class CPUPolicyActorStandIn(EntropyForwardMixin, BaseModelActor):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         logger.warning("CPUPolicyActorStandIn: CPU stand-in for OpenRLHF's DeepSpeed policy actor "

@@ -64,8 +64,6 @@ def test_all_baselines_have_a_script():
      "--rollout.n_samples_per_prompt must be > 1"),
     (["--algo.advantage.estimator", "prpo", "--prm.model_name_or_path", "p", "--vllm.num_engines", "0"],
      "--prpo.entropy_source vllm needs vLLM rollouts"),
-    (["--algo.advantage.estimator", "prpo", "--prm.model_name_or_path", "p", "--prpo.entropy_source", "actor"],
-     "not wired into the Ray trainer yet"),
     (["--algo.advantage.estimator", "prpo", "--prm.model_name_or_path", "p", "--prm.num_gpus_per_node", "0"],
      "its own GPUs"),
     (["--algo.advantage.estimator", "prpo", "--prm.model_name_or_path", "p", "--algo.kl.init_coef", "0.01"],
@@ -81,6 +79,12 @@ def test_upstream_estimators_keep_working_without_a_prm():
     assert args.algo.advantage.estimator == "dr_grpo" and args.critic.model_name_or_path is None
 
 
+def test_actor_entropy_source_is_accepted():
+    args = parse_args(BASE + ["--algo.advantage.estimator", "prpo", "--prm.model_name_or_path", "p", "--algo.kl.use_loss",
+                              "--prpo.entropy_source", "actor"])
+    assert args.prpo.entropy_source == "actor" and args.prpo.split == "entropy"
+
+
 def test_prm_gpus_never_overlap_the_policy():
     args = parse_args(BASE + ["--algo.advantage.estimator", "prpo", "--prm.model_name_or_path", "p", "--algo.kl.use_loss",
                               "--prm.num_gpus_per_node", "8", "--actor.num_gpus_per_node", "4",
@@ -89,3 +93,13 @@ def test_prm_gpus_never_overlap_the_policy():
     prpo_flags.check_gpu_budget(args, cluster_gpus=16)
     with pytest.raises(SystemExit, match=r"need 16 GPUs but the Ray cluster has 8"):
         prpo_flags.check_gpu_budget(args, cluster_gpus=8)
+
+
+def test_actor_entropy_policy_class_is_upstreams_plus_the_entropy_pass():
+    from openrlhf.trainer.ray.ppo_actor import PolicyModelActor
+
+    from prpo_openrlhf.trainer.policy_actor import EntropyForwardMixin, policy_actor_class
+
+    cls = policy_actor_class().__ray_actor_class__
+    assert issubclass(cls, PolicyModelActor.__ray_actor_class__) and issubclass(cls, EntropyForwardMixin)
+    assert cls.forward is PolicyModelActor.__ray_actor_class__.forward  # upstream's pass stays as it is

@@ -31,10 +31,10 @@ def _constant_half_prm(path):
     return str(path)
 
 
-def _args(lm_path, estimator):
+def _args(lm_path, estimator, *extra):
     from prpo_openrlhf.cli.train_prpo_ray import parse_args
 
-    return parse_args(["--actor.model_name_or_path", lm_path, "--algo.advantage.estimator", estimator,
+    return parse_args([*extra, "--actor.model_name_or_path", lm_path, "--algo.advantage.estimator", estimator,
                        "--prm.model_name_or_path", "unused-here", "--prm.num_gpus_per_node", "1",
                        "--rollout.n_samples_per_prompt", str(N), "--rollout.micro_batch_size", "3",
                        "--vllm.num_engines", "1", "--algo.kl.use_loss", "--algo.kl.init_coef", "0.001",
@@ -268,3 +268,38 @@ def test_prm_gets_each_prompt_group_as_soon_as_it_is_generated(rollout_responses
     for exp in early:
         for j, i in enumerate(exp.index):
             torch.testing.assert_close(exp.advantages[j], by_index[i], atol=1e-6, rtol=0)
+
+
+def test_actor_entropy_source_segments_with_the_log_prob_pass(rollout_samples, tiny_lm_path, policy_groups,
+                                                              prm_group):
+    """--prpo.entropy_source actor: entropies from the actor's own pass, equal to an HF forward's."""
+    from transformers import AutoModelForCausalLM
+
+    from prpo_openrlhf.rollout.entropy import logits_entropy
+    from prpo_openrlhf.trainer.experience_maker import PRPOExperienceMaker
+
+    samples = copy.deepcopy(rollout_samples)
+    for s in samples:
+        s.entropies = None  # as from a vLLM without the plugin
+    prm = CountingPRM(prm_group)
+    maker = _maker(PRPOExperienceMaker, _args(tiny_lm_path, "prpo", "--prpo.entropy_source", "actor"),
+                   policy_groups, prm=prm)
+    experiences = maker.make_experience_batch(samples)
+    assert prm.sizes == [N] * len(PROBLEMS)
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm_path, torch_dtype=torch.float32).eval()
+    for s in samples:
+        width = s.action_mask.shape[1]
+        position_ids = (s.attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        with torch.no_grad():
+            logits = model(s.sequences, attention_mask=s.attention_mask, position_ids=position_ids).logits
+        expected = logits_entropy(logits[:, :-1])[:, -width:] * s.action_mask
+        torch.testing.assert_close(s.entropies, expected, atol=1e-4, rtol=0)
+
+    # The actor pass ran once, with the entropies; make_experience reused its log probs.
+    plain = _maker(PRPOExperienceMaker, _args(tiny_lm_path, "prpo"), policy_groups, prm=prm_group)
+    reference = plain.make_experience_batch(copy.deepcopy(rollout_samples))
+    by_index = {i: e.action_log_probs[j] for e in reference for j, i in enumerate(e.index)}
+    for exp in experiences:
+        for j, i in enumerate(exp.index):
+            torch.testing.assert_close(exp.action_log_probs[j], by_index[i], atol=1e-5, rtol=0)
