@@ -1,6 +1,8 @@
 """Settings of a single-machine run; ``__main__`` maps OpenRLHF-style dotted flags onto them."""
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, fields
 
 from prpo_openrlhf.algorithms.segmentation import METHODS as SPLITS
@@ -49,6 +51,9 @@ class TrainConfig:
     micro_batch_size: int = 128       # rows per forward/backward (gradient accumulation)
     max_epochs: int = 1
     lr: float = 5e-5
+    lr_scheduler: str = "constant"    # constant | cosine_with_min_lr (OpenRLHF's default)
+    lr_warmup_ratio: float = 0.0      # OpenRLHF's default: 0.03
+    min_lr_ratio: float = 0.1
     eps_clip: float = 0.2
     kl_coef: float = 0.001
     kl_estimator: str = "k3"
@@ -115,8 +120,28 @@ def check(cfg: TrainConfig) -> None:
         errors.append(f"{flag_of('eval_problems')} must lie in [1, {HELDOUT_SIZE}] (the held-out set's size)")
     if cfg.prior_std <= 0:
         errors.append(f"{flag_of('prior_std')} must be > 0")
+    if cfg.lr_scheduler not in ("constant", "cosine_with_min_lr"):
+        errors.append(f"{flag_of('lr_scheduler')} must be constant or cosine_with_min_lr")
+    if not (0 <= cfg.lr_warmup_ratio < 1 and 0 <= cfg.min_lr_ratio <= 1):
+        errors.append(f"{flag_of('lr_warmup_ratio')} must lie in [0, 1) and {flag_of('min_lr_ratio')} in [0, 1]")
     if errors:
         raise UsageError("invalid arguments:\n  - " + "\n  - ".join(errors))
+
+
+def lr_factor(cfg: TrainConfig, update: int, total: int) -> float:
+    """Learning-rate multiplier of optimizer update ``update`` (0-based) out of ``total``.
+
+    Linear warm-up over ``lr_warmup_ratio`` of the updates, then constant, or cosine decay to
+    ``min_lr_ratio`` (OpenRLHF's ``cosine_with_min_lr``). A function of the update index
+    only, so a resumed run needs no scheduler state.
+    """
+    warm = int(cfg.lr_warmup_ratio * total)
+    if update < warm:
+        return (update + 1) / warm
+    if cfg.lr_scheduler == "constant":
+        return 1.0
+    progress = (update - warm) / max(1, total - warm)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def diff(saved: dict, cfg: TrainConfig) -> list[str]:

@@ -44,6 +44,10 @@ FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
     "micro_batch_size": (("--train.micro_batch_size",), "rows per forward/backward"),
     "max_epochs": (("--train.max_epochs",), "passes over each rollout batch"),
     "lr": (("--actor.adam.lr",), "learning rate"),
+    "lr_scheduler": (("--actor.lr_scheduler",), "constant or cosine_with_min_lr (OpenRLHF's default)"),
+    "lr_warmup_ratio": (("--actor.lr_warmup_ratio",), "share of the optimizer updates with linear LR warm-up "
+                                                       "(OpenRLHF's default: 0.03)"),
+    "min_lr_ratio": (("--actor.min_lr_ratio",), "final LR / LR of cosine_with_min_lr"),
     "eps_clip": (("--actor.eps_clip",), "PPO clip range"),
     "kl_coef": (("--algo.kl.init_coef",), "KL-loss coefficient (KL to the reference policy)"),
     "kl_estimator": (("--algo.kl.estimator",), "k1, k2 or k3"),

@@ -20,7 +20,7 @@ import torch
 
 from prpo_openrlhf.local import experience as X
 from prpo_openrlhf.local import runlog
-from prpo_openrlhf.local.config import TrainConfig, UsageError, check, diff
+from prpo_openrlhf.local.config import TrainConfig, UsageError, check, diff, lr_factor
 from prpo_openrlhf.local.flags import flag_of
 from prpo_openrlhf.local.rollout import PAPER_SYSTEM_PROMPT, HFRollout, VLLMRollout, chat_prompt_ids
 from prpo_openrlhf.local.task import ArithmeticTask, TaskConfig
@@ -217,6 +217,7 @@ class LocalTrainer:
         gen = torch.Generator().manual_seed(cfg.seed * 7919 + step)
         acc = {"loss": 0.0, "kl": 0.0, "clip_ratio": 0.0, "grad_norm": 0.0}
         n_updates = 0
+        updates_per_step = cfg.max_epochs * -(-B // cfg.train_batch_size)
         for _ in range(cfg.max_epochs):
             perm = torch.randperm(B, generator=gen)
             for i in range(0, B, cfg.train_batch_size):
@@ -239,10 +240,13 @@ class LocalTrainer:
                     acc["kl"] += kl_loss.item()
                     acc["clip_ratio"] += (clip * share).item()
                 acc["grad_norm"] += float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_norm))
+                for group in self.opt.param_groups:
+                    group["lr"] = cfg.lr * lr_factor(cfg, step * updates_per_step + n_updates,
+                                                     cfg.num_steps * updates_per_step)
                 self.opt.step()
                 self.opt.zero_grad(set_to_none=True)
                 n_updates += 1
-        return {f"train/{k}": v / n_updates for k, v in acc.items()}
+        return {**{f"train/{k}": v / n_updates for k, v in acc.items()}, "train/lr": self.opt.param_groups[0]["lr"]}
 
     def evaluate(self, step: int) -> dict:
         """Held-out accuracy: greedy (pass@1, as MATH500 in the paper) and mean@k at the rollout

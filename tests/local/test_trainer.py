@@ -157,3 +157,16 @@ def test_every_estimator_and_split_takes_a_step(cache_dir, tmp_path, overrides):
     _train(tmp_path / "run", num_steps=1, eval_steps=0, eval_problems=4, eval_samples=1, **overrides)
     (step,) = [r for r in runlog.read_metrics(tmp_path / "run") if "train/accuracy" in r]
     assert torch.isfinite(torch.tensor([step["train/loss"], step["train/advantage_abs"]])).all()
+
+
+def test_cosine_lr_schedule_reaches_the_optimizer(cache_dir, tmp_path):
+    from prpo_openrlhf.local.config import lr_factor
+
+    cfg = _train(tmp_path / "run", num_steps=2, eval_steps=0, eval_problems=4, eval_samples=1,
+                 lr_scheduler="cosine_with_min_lr", lr_warmup_ratio=0.0, min_lr_ratio=0.1).cfg
+    steps = [r for r in runlog.read_metrics(tmp_path / "run") if "train/lr" in r]
+    per_step = cfg.max_epochs * cfg.prompts_per_step * cfg.n_samples_per_prompt // cfg.train_batch_size
+    total = cfg.num_steps * per_step
+    expected = [cfg.lr * lr_factor(cfg, (s + 1) * per_step - 1, total) for s in range(cfg.num_steps)]
+    assert [r["train/lr"] for r in steps] == pytest.approx(expected)
+    assert expected[-1] < expected[0]
