@@ -43,7 +43,6 @@ class PRPOExperienceMaker(RemoteExperienceMaker):
 
     def __init__(self, *args, prm=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.prm = prm
         self.prpo = self.args.prpo
         if self.advantage_estimator in PRM_ESTIMATORS and prm is None:
             raise ValueError(f"--algo.advantage.estimator {self.advantage_estimator} needs a PRM (--prm.*)")

@@ -3,8 +3,7 @@
 What changes: after upstream's constructor, the samples generator becomes the one that carries
 per-token entropies from vLLM and hands each finished prompt group to the PRM, and the
 experience maker becomes PRPOExperienceMaker wired to the PRM (a PRM actor group on its own
-placement group, or a shared PRM service). ``fit`` and
-everything else are upstream's.
+placement group, or a shared PRM service). ``fit`` and everything else are upstream's.
 """
 from __future__ import annotations
 
@@ -63,11 +62,10 @@ class _PRPOTrainer(PPOTrainer.__ray_actor_class__):
             actor_model_group, critic_model_group, reward_model_group, reference_model_group,
             self.kl_ctl, strategy, self.tokenizer, prm=make_prm(strategy.args),
         )
-        dispatcher = self.experience_maker.dispatcher
-        if dispatcher is not None and not (strategy.args.prpo.split == "entropy"
-                                           and strategy.args.prpo.entropy_source != "vllm"):
+        maker = self.experience_maker
+        if maker.dispatcher is not None and not maker.entropy_from_actor:
             # PRM scoring per prompt group while vLLM generates the others (prm_dispatch.py).
-            self.samples_generator.group_sink = dispatcher.submit
+            self.samples_generator.group_sink = maker.dispatcher.submit
 
 
 PRPOTrainer = ray.remote(_PRPOTrainer)

@@ -76,7 +76,8 @@ class PRMDispatcher:
         if ent is None:
             raise RuntimeError(
                 "rollout has no per-token entropies: the vLLM entropy plugin is not active in the "
-                "engines (see docs/entropy.md); --prpo.split uniform, random or newline needs none")
+                "engines (see docs/entropy.md); use --prpo.entropy_source actor, or a --prpo.split "
+                "that needs none (uniform, random, newline)")
         return ent[0].float()
 
     def _blank_line_tokens(self, sample) -> torch.Tensor:
