@@ -7,7 +7,8 @@
 
 The placement group is the PRM's own (separate from the policy's), one bundle per actor:
 ``{"GPU": g, "CPU": c}`` on GPU, ``{"CPU": c}`` on CPU. A batch is split into contiguous shards
-of similar size, one per actor. Fault handling: actors are created with ``max_restarts`` so Ray
+of similar size, one per actor (calls of fewer than ``min_shard_responses`` per actor into
+fewer shards, given to the actors in turn). Fault handling: actors are created with ``max_restarts`` so Ray
 restarts one that dies (it keeps its bundle); the shard it was scoring is sent again. A shard
 that fails ``max_failures`` times makes the call raise :class:`PRMActorGroupError` naming the
 actor. Errors raised by the scorer itself (bad input, non-finite scores) are not retried.
@@ -79,14 +80,19 @@ class PRMScoreFuture:
         self._problems, self._segments = problems, segments
         self._max_failures = max_failures
         costs = [len(p) + sum(len(s) for s in segs) + 1 for p, segs in zip(problems, segments)]
-        self._shards = split_shards(costs, len(group.actors))
-        self.failures: dict[int, int] = {}   # actor index -> failures in this call
+        # Small calls (one prompt group) are not cut below min_shard_responses: a one-response
+        # shard per actor would waste each actor's batching. Whole small calls go to the actors
+        # in turn instead.
+        n_shards = min(len(group.actors), max(1, len(problems) // group.min_shard_responses))
+        self._shards = split_shards(costs, n_shards)
+        self._actor_of = group.take_actors(len(self._shards))  # shard -> actor index
+        self.failures: dict[int, int] = {}   # shard index -> failures in this call
         self._refs = {k: self._submit(k) for k in range(len(self._shards))}
         self._results: dict[int, tuple] = {}
 
     def _submit(self, k: int):
         start, end = self._shards[k]
-        actor = self._group.actors[k]
+        actor = self._group.actors[self._actor_of[k]]
         return actor.score_with_stats.remote(self._problems[start:end],
                                              self._segments[start:end])
 
@@ -104,14 +110,14 @@ class PRMScoreFuture:
             start, end = self._shards[k]
             if n >= self._max_failures:
                 raise PRMActorGroupError(
-                    f"PRM actor {k} failed {n} time(s) scoring responses [{start}, {end}) "
+                    f"PRM actor {self._actor_of[k]} failed {n} time(s) scoring responses [{start}, {end}) "
                     f"(max_failures={self._max_failures}); last error: "
                     f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
                 ) from err
             logger.warning("PRM actor %d died scoring responses [%d, %d) (failure %d of %d); "
-                           "retrying its shard after Ray restarts it", k, start, end, n,
+                           "retrying its shard after Ray restarts it", self._actor_of[k], start, end, n,
                            self._max_failures)
-            self._group.wait_restarted(k)
+            self._group.wait_restarted(self._actor_of[k])
             self._refs[k] = self._submit(k)
 
     def result(self, timeout: float | None = None) -> tuple[list[list[float]], PRMStats]:
@@ -139,7 +145,8 @@ class PRMScoreFuture:
 class PRMActorGroup:
     """N PRM actors on a placement group of their own; scores batches split across them.
 
-    Options: num_actors; num_gpus_per_actor (default 1 if the cluster has GPUs, else 0);
+    Options: num_actors; min_shard_responses (8: a call is split into shards of at least this
+    many responses, so that a call of one prompt group goes to one actor); num_gpus_per_actor (default 1 if the cluster has GPUs, else 0);
     num_cpus_per_actor (1); max_failures per shard and call (3); max_restarts per actor
     (-1 = unlimited: over a long training an actor may die more than a few times);
     placement_strategy ("PACK"); ready_timeout_s (600, covers model loading);
@@ -147,7 +154,7 @@ class PRMActorGroup:
     """
 
     def __init__(self, model_name_or_path: str, num_actors: int = 1, backend: str = "hf", *,
-                 num_gpus_per_actor: float | None = None, num_cpus_per_actor: float = 1,
+                 min_shard_responses: int = 8, num_gpus_per_actor: float | None = None, num_cpus_per_actor: float = 1,
                  max_failures: int = 3, max_restarts: int = -1, placement_strategy: str = "PACK",
                  ready_timeout_s: float = 600.0, **scorer_kwargs):
         if num_actors < 1 or max_failures < 1:
@@ -157,6 +164,8 @@ class PRMActorGroup:
         if num_gpus_per_actor is None:
             num_gpus_per_actor = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
         self.max_failures = max_failures
+        self.min_shard_responses = max(1, min_shard_responses)
+        self._next_actor = 0
         self.ready_timeout_s = ready_timeout_s
         self.total_failures = 0
         self.last_stats: PRMStats | None = None
@@ -191,6 +200,11 @@ class PRMActorGroup:
         except RayActorError as err:  # e.g. the checkpoint failed to load in an actor
             self.shutdown()
             raise PRMActorGroupError(f"{what} failed to start: {err}") from err
+
+    def take_actors(self, n: int) -> list[int]:
+        """Indices of the next ``n`` actors in turn (calls smaller than the group spread out)."""
+        first, self._next_actor = self._next_actor, (self._next_actor + n) % len(self.actors)
+        return [(first + k) % len(self.actors) for k in range(n)]
 
     def wait_restarted(self, k: int) -> None:
         """Block until actor ``k`` answers again after a crash.

@@ -51,6 +51,22 @@ def test_actors_sit_on_their_own_cpu_bundles(group):
     assert len({i["pid"] for i in infos}) == 2 and all(i["device"] == "cpu" for i in infos)
 
 
+def test_small_calls_go_whole_to_the_actors_in_turn(group, hf_scorer):
+    # One prompt group (4 responses < min_shard_responses) is one shard; the next call takes
+    # the next actor, so per-group calls keep both actors busy without one-response shards.
+    first = group.score_async(PROBLEMS, SEGMENTS)
+    second = group.score_async(PROBLEMS, SEGMENTS)
+    (a,), (b,) = first._actor_of, second._actor_of
+    assert b == (a + 1) % 2
+    ref = hf_scorer.score(PROBLEMS, SEGMENTS)
+    for future in (first, second):
+        scores, stats = future.result(timeout=300)
+        assert stats.responses == len(PROBLEMS) and stats.batches >= 1
+        for x, y in zip(scores, ref):
+            assert x == pytest.approx(y, abs=1e-5)
+    # Two single-shard calls on two actors: the next call's first shard is actor a's again.
+
+
 def test_actor_killed_mid_batch_is_restarted_and_its_share_retried(group, hf_scorer):
     pid = group.info()[0]["pid"]
     future = group.score_async(BIG_PROBLEMS, BIG_SEGMENTS)
