@@ -52,7 +52,8 @@ def add_prpo_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--prpo.prior_std", type=float, default=0.289)
     g.add_argument("--prpo.entropy_source", choices=("vllm", "actor"), default="vllm",
                    help="per-token entropy from the vLLM plugin (no extra pass; the PRM starts per prompt group during "
-                        "generation) or from the actor's log-prob pass (any vLLM; the PRM starts after that pass)")
+                        "generation) or from the actor's log-prob pass (any vLLM; the PRM then starts after that pass and "
+                        "overlaps the reference pass only)")
     g.add_argument("--prpo.length_penalty_threshold", type=int, default=1024,
                    help="responses longer than this many tokens get -L/scale added to R")
     g.add_argument("--prpo.length_penalty_scale", type=float, default=1024.0)
@@ -82,6 +83,11 @@ def check_prpo_args(args) -> None:
         if args.prpo.entropy_source == "vllm" and not args.vllm.num_engines:
             errors.append("--prpo.entropy_source vllm needs vLLM rollouts (--vllm.num_engines > 0); "
                           "or use --prpo.entropy_source actor")
+    if args.train.async_enable:
+        # Upstream's train() then builds PPOTrainerAsync, which PRPO does not subclass: the PRM,
+        # the entropy split and the length penalty would all be skipped without a word.
+        errors.append("--train.async_enable is not supported by train_prpo_ray (PRPOTrainer extends "
+                      "OpenRLHF's synchronous PPOTrainer); drop the flag")
     if prm.model_name_or_path and prm.num_nodes * prm.num_gpus_per_node < 1:
         errors.append("--prm.num_nodes x --prm.num_gpus_per_node must be >= 1: the PRM runs on its own GPUs")
     if args.prpo.k < 1 or args.prpo.min_gap < 1:

@@ -6,7 +6,8 @@
   ``_process_response_into_experience`` changes: the executor's ``rollout_entropies`` (see
   agent_executor.py) are cut exactly like ``rollout_log_probs``, the result is a
   PRPOExperience, and during ``generate_samples`` each completed prompt group goes to
-  ``group_sink`` (the PRM dispatcher, trainer/prm_dispatch.py) while the others generate.
+  ``group_sink`` (the PRM dispatcher, trainer/prm_dispatch.py) while the others generate
+  (not groups upstream's dynamic filter is about to drop; evaluation rollouts never).
 - :func:`entropies_from_actor_output` / :func:`actor_token_entropies`: ``--prpo.entropy_source
   actor``, the entropy from the training-side forward (OpenRLHF
   ``Actor.forward(return_entropy=True)``), for vLLM versions the plugin does not support.
@@ -108,7 +109,23 @@ class PRPOSamplesGenerator(SamplesGenerator):
         self._group.append(experience)
         if len(self._group) == n:
             group, self._group = self._group, []
-            self.group_sink(group)
+            if self._kept_by_dynamic_filter(group):
+                self.group_sink(group)
+
+    def _kept_by_dynamic_filter(self, group) -> bool:
+        """Whether upstream's ``_generate_vllm`` keeps this group under ``--algo.dynamic_filtering_enable``.
+
+        It drops a group whose mean score lies outside the range only after the sink has seen
+        it; scoring such a group would waste PRM time (and queue behind it on a PRM service).
+        Should upstream's rule ever differ, nothing breaks: a dropped group's submission is
+        never collected, and a kept group not submitted here is submitted by the experience maker.
+        """
+        algo = self.args.algo
+        if not algo.dynamic_filtering_enable or any(e.scores is None for e in group):
+            return True
+        low, high = algo.dynamic_filtering_range
+        mean = sum(e.scores[0].item() for e in group) / len(group)
+        return low < mean < high
 
     @property
     def entropy_source(self) -> str:

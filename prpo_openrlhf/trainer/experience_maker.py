@@ -56,10 +56,13 @@ class PRPOExperienceMaker(RemoteExperienceMaker):
         if self.advantage_estimator not in PRM_ESTIMATORS:
             return super().make_experience_batch(rollout_samples)
         samples_list = self.split_rollout_samples(rollout_samples)
-        if self.entropy_from_actor:
-            self._actor_pass_with_entropies(rollout_samples, samples_list)
-        late = self.dispatcher.submit_missing(rollout_samples)  # before the (other) log-prob passes
-        experiences = self.make_experience(samples_list)
+        try:
+            if self.entropy_from_actor:
+                self._actor_pass_with_entropies(rollout_samples, samples_list)
+            late = self.dispatcher.submit_missing(rollout_samples)  # before the (other) log-prob passes
+            experiences = self.make_experience(samples_list)
+        finally:
+            self._actor_log_probs = None  # never hand one step's log probs to the next
 
         t0 = time.time()
         per_sample, stats = self.dispatcher.collect(rollout_samples, self.args.prm.timeout_s)
@@ -79,9 +82,11 @@ class PRPOExperienceMaker(RemoteExperienceMaker):
         """``--prpo.entropy_source actor``: the actor's log-prob pass runs first, and its
         entropies go onto the rollouts for the split (trainer/policy_actor.py)."""
         args = self.strategy.args
-        refs = self.actor_model_group.async_run_method_batch(
-            method_name="forward_with_entropy", sequences=[s.sequences for s in samples_list],
-            action_mask=[s.action_mask for s in samples_list], attention_mask=[s.attention_mask for s in samples_list])
+        kwargs = dict(sequences=[s.sequences for s in samples_list], action_mask=[s.action_mask for s in samples_list],
+                      attention_mask=[s.attention_mask for s in samples_list])
+        if any(s.mm_train_inputs for s in samples_list):  # as upstream's make_experience passes them
+            kwargs["mm_train_inputs_list"] = [s.mm_train_inputs for s in samples_list]
+        refs = self.actor_model_group.async_run_method_batch(method_name="forward_with_entropy", **kwargs)
         results = self._flatten_results(refs, args.ds.ring_attn_size * args.ds.tensor_parallel_size)
         if args.train.colocate_all or args.train.colocate_actor_ref:
             ray.get(self.actor_model_group.async_run_method(method_name="empty_cache"))

@@ -21,16 +21,23 @@ class EntropyForwardMixin:
 
     def forward_with_entropy(self, sequences, action_mask, attention_mask, packed_seq_lens=None,
                              mm_train_inputs_list=None):
-        """(action log probs (B, A), entropies (B, A)) on the CPU; the first as ``forward`` gives it."""
-        if mm_train_inputs_list and any(mm_train_inputs_list):
-            raise NotImplementedError("--prpo.entropy_source actor supports text-only policies")
+        """(action log probs (B, A), entropies (B, A)) on the CPU; the first as ``forward`` gives it.
+
+        Same inputs as upstream's ``PolicyModelActor.forward``, including its VLM inputs.
+        """
+        from openrlhf.utils.vlm_utils import merge_mm_train_inputs
+
         device = torch.cuda.current_device() if torch.cuda.is_available() else "cpu"
+        mm_inputs = {}
+        if mm_train_inputs_list and getattr(self.actor, "is_vlm", False):
+            mm_inputs = merge_mm_train_inputs(mm_train_inputs_list, device)
         mask = action_mask.to(device)
         self.actor.eval()
         with torch.no_grad():
             log_probs, output = self.actor(sequences.to(device), mask, attention_mask.to(device),
                                            return_output=True, return_entropy=True,
-                                           ring_attn_group=getattr(self.strategy, "ring_attn_group", None))
+                                           ring_attn_group=self.strategy.ring_attn_group,
+                                           **mm_inputs)
         self.actor.train()
         return log_probs.to("cpu"), entropies_from_actor_output(output, mask).to("cpu")
 

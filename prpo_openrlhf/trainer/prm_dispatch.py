@@ -4,7 +4,8 @@ OpenRLHF 0.11.2's ``SamplesGenerator._generate_vllm`` sends each prompt to a vLL
 Ray call that returns that prompt's n responses, and turns the calls into Experiences in the
 order they finish (``ray.wait``). PRPOSamplesGenerator hands every completed group to
 :meth:`PRMDispatcher.submit` right there, so the PRM scores the first groups while vLLM is
-still generating the others, and goes on through the actor and reference log-prob passes.
+still generating the others, and goes on through the actor and reference log-prob passes
+(groups upstream's dynamic filter drops never reach it; see PRPOSamplesGenerator).
 Groups that reach the experience maker without a submission (entropies from the actor pass,
 samples made elsewhere) are submitted by :meth:`submit_missing`, group by group, before the
 log-prob passes are dispatched. :meth:`collect` then waits for every submission of the batch.
@@ -13,6 +14,8 @@ Each rollout carries its submission as ``sample.prm_job`` (a :class:`PRMJob`).
 """
 from __future__ import annotations
 
+import collections
+import zlib
 from dataclasses import dataclass
 from typing import List
 
@@ -49,7 +52,7 @@ class PRMDispatcher:
     def __init__(self, prm, tokenizer, prpo_args, n_samples_per_prompt: int):
         self.prm, self.tokenizer, self.prpo, self.n = prm, tokenizer, prpo_args, n_samples_per_prompt
         self.problem_of = ProblemExtractor(tokenizer)
-        self.groups_submitted = 0  # also varies the random split's seed from group to group
+        self._splits_of_prompt = collections.Counter()  # prompt key -> times split so far
 
     def segment(self, samples) -> tuple[torch.Tensor, list[list[str]]]:
         """(N, A_max) segment ids (-1 off the response) and each rollout's segment texts."""
@@ -61,7 +64,7 @@ class PRMDispatcher:
         if self.prpo.split == "newline":
             newline = pad_rows([self._blank_line_tokens(s).float() for s in samples]).bool()
         ids = segment_batch(entropies, mask, method=self.prpo.split, k=self.prpo.k, min_gap=self.prpo.min_gap,
-                            seed=self.prpo.seed + self.groups_submitted, newline_mask=newline)
+                            seed=self._split_seed(samples), newline_mask=newline)
         texts = []
         for row, sample in enumerate(samples):
             # action_mask[j] marks token j + 1 of the sequence (OpenRLHF's convention).
@@ -69,6 +72,15 @@ class PRMDispatcher:
             row_ids = ids[row, : actions.numel()]
             texts.append([self.tokenizer.decode(actions[row_ids == s]) for s in range(int(row_ids.max()) + 1)])
         return ids, texts
+
+    def _split_seed(self, samples) -> int:
+        """Seed of the random split for this group: from ``--prpo.seed``, the group's prompt and how
+        often that prompt was split before. It differs from group to group and epoch to epoch, yet
+        not with the order in which vLLM happens to finish the groups, so a rerun cuts the same."""
+        key = zlib.crc32(samples[0].prompts[0].encode("utf-8"))
+        rounds = self._splits_of_prompt[key]
+        self._splits_of_prompt[key] += 1
+        return (self.prpo.seed * 1_000_003 + key * 1009 + rounds) % 2**62
 
     @staticmethod
     def _entropies(sample) -> torch.Tensor:
@@ -88,7 +100,6 @@ class PRMDispatcher:
         """Segment one group of rollouts and send it to the PRM (returns at once)."""
         ids, texts = self.segment(samples)
         pending = self.prm.score_async([self.problem_of(s.prompts[0]) for s in samples], texts)
-        self.groups_submitted += 1
         for row, sample in enumerate(samples):
             setattr(sample, JOB_ATTR, PRMJob(pending, row, ids[row, : sample.action_mask.shape[1]]))
 

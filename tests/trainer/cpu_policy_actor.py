@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 class CPUPolicyActorStandIn(EntropyForwardMixin, BaseModelActor):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.calls = {}  # method -> times run, so tests can tell which pass ran
         logger.warning("CPUPolicyActorStandIn: CPU stand-in for OpenRLHF's DeepSpeed policy actor "
                        "(DeepSpeed on CUDA cannot run here); forward uses openrlhf.models.Actor on CPU")
 
@@ -42,8 +43,19 @@ class CPUPolicyActorStandIn(EntropyForwardMixin, BaseModelActor):
 
     def forward(self, sequences, action_mask=None, attention_mask=None, packed_seq_lens=None,
                 mm_train_inputs_list=None):
+        self._count("forward")
         with torch.no_grad():
             return self.actor(sequences, action_mask, attention_mask).to("cpu")
+
+    def forward_with_entropy(self, *args, **kwargs):
+        self._count("forward_with_entropy")
+        return super().forward_with_entropy(*args, **kwargs)  # the project's method, unchanged
+
+    def _count(self, name):
+        self.calls[name] = self.calls.get(name, 0) + 1
+
+    def forward_calls(self) -> dict:
+        return dict(self.calls)
 
     def empty_cache(self):
         return None

@@ -3,8 +3,10 @@
 Real parts: vLLM CPU rollouts through OpenRLHF's rollout executor (the PRPO entropy executor,
 loaded the way RolloutRayActor loads it) and PRPOSamplesGenerator; the outcome reward through
 the same reward-function hook; OpenRLHF's RayActorGroup; the PRM actor group on its own
-placement group. The one stand-in is the DeepSpeed policy/reference actor
-(tests/trainer/cpu_policy_actor.py), which cannot exist on CPU.
+placement group. Stand-ins: the DeepSpeed policy/reference actor (tests/trainer/cpu_policy_actor.py),
+which cannot exist on CPU; and, where upstream's own generate loop runs, a rollout actor that
+replays the fixture's real vLLM responses (tests/trainer/replay_engine.py) so that no second
+vLLM engine has to start.
 """
 import asyncio
 import copy
@@ -138,6 +140,11 @@ def _maker(cls, args, groups, prm=None):
                AutoTokenizer.from_pretrained(args.actor.model_name_or_path), **kwargs)
 
 
+def _forward_calls(groups) -> list[dict]:
+    """Per group: how often its (single) stand-in actor ran each log-prob method."""
+    return [ray.get(g.async_run_method(method_name="forward_calls"))[0] for g in groups]
+
+
 def test_rollouts_carry_entropies_and_graded_rewards(rollout_samples):
     assert len(rollout_samples) == N * len(PROBLEMS)
     for s in rollout_samples:
@@ -229,39 +236,91 @@ def test_prm_actor_killed_mid_step_is_retried(rollout_samples, tiny_lm_path, pol
 
 
 class CountingPRM:
-    """The real PRM actor group; records how many responses each submission holds."""
+    """The real PRM actor group; records how many responses each submission holds.
 
-    def __init__(self, group):
-        self.group, self.sizes = group, []
+    ``on_submit`` runs after each submission (the generation test releases a held prompt there).
+    """
+
+    def __init__(self, group, on_submit=None):
+        self.group, self.sizes, self.on_submit = group, [], on_submit
 
     def score_async(self, problems, segments):
         self.sizes.append(len(problems))
-        return self.group.score_async(problems, segments)
+        pending = self.group.score_async(problems, segments)
+        if self.on_submit is not None:
+            self.on_submit()
+        return pending
 
 
-def test_prm_gets_each_prompt_group_as_soon_as_it_is_generated(rollout_responses, rollout_samples, tiny_lm_path,
-                                                                 policy_groups, prm_group):
+@pytest.fixture(scope="module")
+def replay_engine(cluster):
+    from tests.trainer.replay_engine import ReplayRolloutEngine
+
+    engine = ReplayRolloutEngine.remote()
+    yield engine
+    ray.kill(engine)
+
+
+def _generate(rollout_responses, engine, args, maker, hold_second=False, scores=None):
+    """Upstream's generate_samples on PRPOSamplesGenerator, fed by a replaying rollout actor.
+
+    Wired as PRPOTrainer wires it: the experience maker's dispatcher is the group sink.
+    ``scores``: prompt position -> the n outcome scores to replay for that group.
+    """
+    from types import SimpleNamespace
+
+    from prpo_openrlhf.rollout.samples_generator import PRPOSamplesGenerator
+
+    template, responses = rollout_responses
+    prompts = list(dict.fromkeys(r["prompt"] for r in responses))  # the fixture's group order
+    by_prompt = {p: copy.deepcopy([r for r in responses if r["prompt"] == p]) for p in prompts}
+    for k, values in (scores or {}).items():
+        for response, value in zip(by_prompt[prompts[k]], values):
+            response["scores"] = response["reward"] = value
+    ray.get(engine.load.remote(by_prompt, hold=prompts[1:] if hold_second else ()))
+    maker.dispatcher.prm.on_submit = lambda: ray.get(engine.release.remote())
+    generator = PRPOSamplesGenerator(
+        strategy=SimpleNamespace(args=args), eval_dataloader=None, tokenizer=template.tokenizer,
+        prompts_dataloader=[(None, prompts, [a for _, a in PROBLEMS], [None] * len(prompts))],
+        vllm_engines=[engine])
+    generator.group_sink = maker.dispatcher.submit
+    samples, _, _, _ = generator.generate_samples(max_len=256, n_samples_per_prompt=N)
+    return samples, ray.get(engine.held_calls.remote())
+
+
+def test_prm_gets_each_prompt_group_during_generation(rollout_responses, rollout_samples, tiny_lm_path,
+                                                      policy_groups, prm_group, replay_engine):
+    """Upstream's generate loop: one PRM submission per prompt group, the first before the second
+    group is even returned; scores equal one whole-batch PRM call; advantages equal the path
+    where the experience maker submits every group itself."""
     from prpo_openrlhf.trainer.experience_maker import PRPOExperienceMaker
 
-    generator, responses = rollout_responses
     prm = CountingPRM(prm_group)
-    maker = _maker(PRPOExperienceMaker, _args(tiny_lm_path, "prpo"), policy_groups, prm=prm)
-    generator.group_sink = maker.dispatcher.submit  # as PRPOTrainer wires it
-    try:
-        samples = []
-        with generator.dispatching_groups():
-            for response in responses:  # in the order upstream's generate loop receives them
-                samples.append(generator._process_response_into_experience(response, max_len=256))
-                if len(samples) == N:
-                    assert prm.sizes == [N]  # the first group is out before the second exists
-    finally:
-        generator.group_sink = None
-    assert prm.sizes == [N] * len(PROBLEMS)
+    args = _args(tiny_lm_path, "prpo")  # the one-batch dataloader runs dry after two prompts
+    maker = _maker(PRPOExperienceMaker, args, policy_groups, prm=prm)
+    samples, held = _generate(rollout_responses, replay_engine, args, maker, hold_second=True)
+    assert list(held.values()) == [True]  # the second group came back only after the first was submitted
+    assert len(samples) == N * len(PROBLEMS) and prm.sizes == [N] * len(PROBLEMS)
+
     early = maker.make_experience_batch(samples)
     assert prm.sizes == [N] * len(PROBLEMS)  # nothing was left to submit
     assert all(e.info["prm/submitted_late"].eq(0).all() for e in early)
 
-    late = maker.make_experience_batch(copy.deepcopy(rollout_samples))  # without the generator's help
+    # Per-group submissions give what one call over the whole batch gives (the entropy split
+    # is per row, so segmenting the batch at once cuts the same segments).
+    per_sample, stats = maker.dispatcher.collect(samples, None)
+    ids, texts = maker.dispatcher.segment(samples)
+    problems = [maker.dispatcher.problem_of(s.prompts[0]) for s in samples]
+    whole, whole_stats = prm_group.score_async(problems, texts).result()
+    assert stats.segments == whole_stats.segments == sum(len(t) for t in texts)
+    for (scores, seg_ids), expected, row_ids in zip(per_sample, whole, ids):
+        assert torch.equal(seg_ids, row_ids[: seg_ids.numel()])
+        torch.testing.assert_close(torch.tensor(scores), torch.tensor(expected), atol=1e-5, rtol=0)
+
+    # The experience maker submitting each group itself (rollouts made elsewhere): the fixture
+    # holds the same rollouts in the same group order.
+    plain = _maker(PRPOExperienceMaker, _args(tiny_lm_path, "prpo"), policy_groups, prm=prm)
+    late = plain.make_experience_batch(copy.deepcopy(rollout_samples))
     assert prm.sizes == [N] * 2 * len(PROBLEMS)  # still one submission per group
     assert all(e.info["prm/submitted_late"].eq(len(rollout_samples)).all() for e in late)
     by_index = {i: e.advantages[j] for e in late for j, i in enumerate(e.index)}
@@ -270,11 +329,26 @@ def test_prm_gets_each_prompt_group_as_soon_as_it_is_generated(rollout_responses
             torch.testing.assert_close(exp.advantages[j], by_index[i], atol=1e-6, rtol=0)
 
 
+def test_groups_upstreams_dynamic_filter_drops_never_reach_the_prm(rollout_responses, tiny_lm_path,
+                                                                   policy_groups, prm_group, replay_engine):
+    """Range (-0.5, 0.5): the first group (scores averaging 0) is kept, the second (all -1,
+    the tiny policy never answers) is dropped by upstream and must not be scored."""
+    from prpo_openrlhf.trainer.experience_maker import PRPOExperienceMaker
+
+    prm = CountingPRM(prm_group)
+    args = _args(tiny_lm_path, "prpo", "--algo.dynamic_filtering_enable", "--algo.dynamic_filtering_range", "-0.5", "0.5")
+    maker = _maker(PRPOExperienceMaker, args, policy_groups, prm=prm)
+    samples, _ = _generate(rollout_responses, replay_engine, args, maker, scores={0: [1.0, -1.0, 1.0, -1.0]})
+    assert len(samples) == N and {s.prompts[0] for s in samples} == {rollout_responses[1][0]["prompt"]}
+    assert prm.sizes == [N]
+
+
 def test_actor_entropy_source_segments_with_the_log_prob_pass(rollout_samples, tiny_lm_path, policy_groups,
                                                               prm_group):
     """--prpo.entropy_source actor: entropies from the actor's own pass, equal to an HF forward's."""
     from transformers import AutoModelForCausalLM
 
+    from prpo_openrlhf.algorithms.segmentation import segment_batch
     from prpo_openrlhf.rollout.entropy import logits_entropy
     from prpo_openrlhf.trainer.experience_maker import PRPOExperienceMaker
 
@@ -282,12 +356,21 @@ def test_actor_entropy_source_segments_with_the_log_prob_pass(rollout_samples, t
     for s in samples:
         s.entropies = None  # as from a vLLM without the plugin
     prm = CountingPRM(prm_group)
-    maker = _maker(PRPOExperienceMaker, _args(tiny_lm_path, "prpo", "--prpo.entropy_source", "actor"),
-                   policy_groups, prm=prm)
+    args = _args(tiny_lm_path, "prpo", "--prpo.entropy_source", "actor")
+    maker = _maker(PRPOExperienceMaker, args, policy_groups, prm=prm)
+    before = _forward_calls(policy_groups)
     experiences = maker.make_experience_batch(samples)
     assert prm.sizes == [N] * len(PROBLEMS)
+    # The actor ran once per micro-batch, through forward_with_entropy only; upstream's
+    # make_experience took those log probs instead of a second actor pass.
+    calls = [{k: v - before[g].get(k, 0) for k, v in c.items() if v > before[g].get(k, 0)}
+             for g, c in enumerate(_forward_calls(policy_groups))]
+    batches = -(-len(samples) // args.rollout.micro_batch_size)
+    assert calls[0] == {"forward_with_entropy": batches}
+    assert calls[1] == {"forward": batches}
 
     model = AutoModelForCausalLM.from_pretrained(tiny_lm_path, torch_dtype=torch.float32).eval()
+    cut_count = 0
     for s in samples:
         width = s.action_mask.shape[1]
         position_ids = (s.attention_mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -295,11 +378,38 @@ def test_actor_entropy_source_segments_with_the_log_prob_pass(rollout_samples, t
             logits = model(s.sequences, attention_mask=s.attention_mask, position_ids=position_ids).logits
         expected = logits_entropy(logits[:, :-1])[:, -width:] * s.action_mask
         torch.testing.assert_close(s.entropies, expected, atol=1e-4, rtol=0)
+        # The segments the PRM scored are Algorithm 1 on exactly these entropies.
+        cuts = segment_batch(s.entropies, s.action_mask.bool(), method="entropy", k=args.prpo.k,
+                             min_gap=args.prpo.min_gap)
+        assert torch.equal(s.prm_job.segment_ids, cuts[0])
+        cut_count += int(cuts.max())
+    assert cut_count > 0  # some rollouts were cut at all
 
-    # The actor pass ran once, with the entropies; make_experience reused its log probs.
+    # Those log probs equal the plain path's actor pass.
     plain = _maker(PRPOExperienceMaker, _args(tiny_lm_path, "prpo"), policy_groups, prm=prm_group)
     reference = plain.make_experience_batch(copy.deepcopy(rollout_samples))
     by_index = {i: e.action_log_probs[j] for e in reference for j, i in enumerate(e.index)}
     for exp in experiences:
         for j, i in enumerate(exp.index):
             torch.testing.assert_close(exp.action_log_probs[j], by_index[i], atol=1e-5, rtol=0)
+
+
+def test_random_split_seed_follows_the_prompt_not_the_finishing_order(rollout_samples, tiny_lm_path):
+    """The random split cuts a group the same whichever group vLLM finishes first, and cuts a
+    prompt's next round differently (a rerun reproduces the run's segments)."""
+    from transformers import AutoTokenizer
+
+    from prpo_openrlhf.trainer.prm_dispatch import PRMDispatcher
+
+    args = _args(tiny_lm_path, "prpo", "--prpo.split", "random", "--prpo.min_gap", "2")
+    tok = AutoTokenizer.from_pretrained(tiny_lm_path)
+    first, second = rollout_samples[:N], rollout_samples[N:]
+    forward = PRMDispatcher(None, tok, args.prpo, N)  # segment() never calls the PRM
+    ids_first, _ = forward.segment(first)
+    ids_second, _ = forward.segment(second)
+    backward = PRMDispatcher(None, tok, args.prpo, N)
+    assert torch.equal(backward.segment(second)[0], ids_second)
+    assert torch.equal(backward.segment(first)[0], ids_first)
+    assert int(ids_first.max()) > 0  # there were random cuts to compare
+    rounds = [forward.segment(first)[0] for _ in range(3)]  # the same prompt in later epochs
+    assert any(not torch.equal(r, ids_first) for r in rounds)
