@@ -172,3 +172,9 @@ def test_scores_to_tokens_and_ranges():
     assert torch.equal(scores_to_tokens(padded, ids), want)
     with pytest.raises(ValueError, match="row 1 has 3 segments but 2 scores"):
         scores_to_tokens([[0.2, 0.9], [0.5, 0.6]], ids)
+
+
+def test_scores_to_tokens_names_the_short_row_of_a_score_tensor():
+    ids = torch.tensor([[0, 1, -1], [0, 1, 2]])
+    with pytest.raises(ValueError, match="row 1 has 3 segments but 2 scores"):
+        scores_to_tokens(torch.tensor([[0.1, 0.2], [0.3, 0.4]]), ids)
