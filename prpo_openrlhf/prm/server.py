@@ -8,8 +8,9 @@ Endpoints (JSON in, JSON out):
 
 Errors are JSON ``{"error": "..."}`` with 400 (malformed body), 401 (missing/wrong bearer
 token), 404, 405, 411 (no Content-Length), 413 (body over the size limit), 500 (the PRM failed,
-e.g. non-finite scores). The stdlib ThreadingHTTPServer is enough: requests are few and large
-(one per training step), and scoring is serialised behind a lock because one model serves all.
+e.g. non-finite scores). The stdlib ThreadingHTTPServer is enough: a training sends one request per
+prompt group (a few responses each, while its vLLM engines generate the others), and scoring
+is serialised behind a lock because one model serves all.
 Binds to 127.0.0.1 unless told otherwise.
 """
 from __future__ import annotations
