@@ -139,5 +139,6 @@ def report(paths: dict, rounds: int, allocator: str) -> None:
     print(f"loop / floor: wall {ratio(slow, least, 0):.1f}x, CPU {ratio(slow, least, 1):.1f}x "
           "(no batched path producing these outputs can beat this ratio)")
 
+
 if __name__ == "__main__":
     main()
