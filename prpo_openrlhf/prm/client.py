@@ -39,11 +39,13 @@ class PRMClientError(RuntimeError):
 class PRMClient:
     """Options: token (default: $PRPO_PRM_TOKEN), connect_timeout_s (5), read_timeout_s (600:
     a large batch on a busy shared PRM takes minutes), retries (3 extra attempts),
-    backoff_s (1.0, doubled per attempt), max_backoff_s (30)."""
+    backoff_s (1.0, doubled per attempt), max_backoff_s (30), max_in_flight (4: score_async
+    requests sent at once, so that a service with several PRM actors scores several prompt
+    groups side by side)."""
 
     def __init__(self, url: str, *, token: str | None = None, connect_timeout_s: float = 5.0,
                  read_timeout_s: float = 600.0, retries: int = 3, backoff_s: float = 1.0,
-                 max_backoff_s: float = 30.0):
+                 max_backoff_s: float = 30.0, max_in_flight: int = 4):
         self.url = url.rstrip("/")
         self.token = token if token is not None else os.environ.get(TOKEN_ENV) or None
         self.timeout = (connect_timeout_s, read_timeout_s)
@@ -54,6 +56,7 @@ class PRMClient:
         self._sessions: list[requests.Session] = []
         self._sessions_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
+        self.max_in_flight = max(1, int(max_in_flight))
 
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
@@ -117,7 +120,7 @@ class PRMClient:
     def score_async(self, problems, segments) -> Future:
         """Send in a background thread; ``.result()`` gives (scores, stats)."""
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prm-client")
+            self._pool = ThreadPoolExecutor(max_workers=self.max_in_flight, thread_name_prefix="prm-client")
         return self._pool.submit(self.score_with_stats, problems, segments)
 
     def close(self) -> None:

@@ -12,13 +12,15 @@ fewer shards, given to the actors in turn). Fault handling: actors are created w
 restarts one that dies (it keeps its bundle); the shard it was scoring is sent again. A shard
 that fails ``max_failures`` times makes the call raise :class:`PRMActorGroupError` naming the
 actor. Errors raised by the scorer itself (bad input, non-finite scores) are not retried.
-Nothing is ever filled in for a lost shard.
+Nothing is ever filled in for a lost shard. Calls may come from several threads at once (the
+PRM service does that): each actor queues its own calls, so such calls run side by side.
 """
 from __future__ import annotations
 
 import logging
 import os
 import socket
+import threading
 import time
 
 import ray
@@ -45,15 +47,18 @@ class PRMActor:
 
             torch.set_num_threads(num_threads)
         self.scorer = PRMScorer(model_name_or_path, backend, **scorer_kwargs)
+        self.calls, self.last_call = 0, None  # observability: is this actor used, and when
 
     def score_with_stats(self, problems, segments):
+        start = time.time()
         scores, stats = self.scorer.score_with_stats(problems, segments)
+        self.calls, self.last_call = self.calls + 1, (start, time.time())
         return scores, stats.as_dict()
 
     def info(self) -> dict:
         return {"pid": os.getpid(), "host": socket.gethostname(),
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-                **self.scorer.info()}
+                "calls": self.calls, "last_call": self.last_call, **self.scorer.info()}
 
 
 def split_shards(costs: list[int], n: int) -> list[tuple[int, int]]:
@@ -106,7 +111,7 @@ class PRMScoreFuture:
             self._results[k] = ray.get(self._refs[k])
         except RayActorError as err:
             n = self.failures[k] = self.failures.get(k, 0) + 1
-            self._group.total_failures += 1
+            self._group.count_failure()
             start, end = self._shards[k]
             if n >= self._max_failures:
                 raise PRMActorGroupError(
@@ -153,6 +158,8 @@ class PRMActorGroup:
     any other keyword goes to :class:`PRMScorer` (dtype, max_length, engine_kwargs, ...).
     """
 
+    concurrent_calls = True  # several threads may call at once; the calls run side by side
+
     def __init__(self, model_name_or_path: str, num_actors: int = 1, backend: str = "hf", *,
                  min_shard_responses: int = 8, num_gpus_per_actor: float | None = None, num_cpus_per_actor: float = 1,
                  max_failures: int = 3, max_restarts: int = -1, placement_strategy: str = "PACK",
@@ -166,6 +173,7 @@ class PRMActorGroup:
         self.max_failures = max_failures
         self.min_shard_responses = max(1, min_shard_responses)
         self._next_actor = 0
+        self._lock = threading.Lock()  # the turn and the failure count, for calls from threads
         self.ready_timeout_s = ready_timeout_s
         self.total_failures = 0
         self.last_stats: PRMStats | None = None
@@ -203,8 +211,13 @@ class PRMActorGroup:
 
     def take_actors(self, n: int) -> list[int]:
         """Indices of the next ``n`` actors in turn (calls smaller than the group spread out)."""
-        first, self._next_actor = self._next_actor, (self._next_actor + n) % len(self.actors)
+        with self._lock:
+            first, self._next_actor = self._next_actor, (self._next_actor + n) % len(self.actors)
         return [(first + k) % len(self.actors) for k in range(n)]
+
+    def count_failure(self) -> None:
+        with self._lock:
+            self.total_failures += 1
 
     def wait_restarted(self, k: int) -> None:
         """Block until actor ``k`` answers again after a crash.

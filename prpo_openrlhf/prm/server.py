@@ -10,11 +10,13 @@ Errors are JSON ``{"error": "..."}`` with 400 (malformed body), 401 (missing/wro
 token), 404, 405, 411 (no Content-Length), 413 (body over the size limit), 500 (the PRM failed,
 e.g. non-finite scores). The stdlib ThreadingHTTPServer is enough: a training sends one request per
 prompt group (a few responses each, while its vLLM engines generate the others), and scoring
-is serialised behind a lock because one model serves all.
+is serialised behind a lock when one in-process model serves all (with ``--num-actors``, requests
+go to the actors side by side).
 Binds to 127.0.0.1 unless told otherwise.
 """
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
@@ -211,8 +213,11 @@ class PRMServer:
             self._counts[key] += n
 
     def score_with_stats(self, problems, segments):
-        # One model, many trainings: scoring is serialised; requests queue in their threads.
-        with self._score_lock:
+        # One in-process model: scoring is serialised and requests queue in their threads. A
+        # PRMActorGroup takes calls side by side (each actor queues its own), so that requests
+        # of one prompt group each keep all its actors busy.
+        lock = contextlib.nullcontext() if getattr(self.scorer, "concurrent_calls", False) else self._score_lock
+        with lock:
             scores, stats = self.scorer.score_with_stats(problems, segments)
         with self._count_lock:
             self._counts["served"] += 1

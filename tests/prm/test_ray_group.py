@@ -67,6 +67,32 @@ def test_small_calls_go_whole_to_the_actors_in_turn(group, hf_scorer):
     # Two single-shard calls on two actors: the next call's first shard is actor a's again.
 
 
+def test_service_over_the_group_scores_prompt_groups_side_by_side(group, hf_scorer):
+    """prpo-serve-prm --num-actors: two one-group requests in flight from one client are scored
+    by the two actors at the same time (a service lock would run them one after the other)."""
+    from prpo_openrlhf.prm import PRMClient, PRMServer
+
+    halves = [(BIG_PROBLEMS[:8], [s * 3 for s in BIG_SEGMENTS[:8]]),
+              (BIG_PROBLEMS[8:], [s * 3 for s in BIG_SEGMENTS[8:]])]  # one shard each
+    before = [i["calls"] for i in group.info()]
+    server = PRMServer(group, port=0).start()
+    client = PRMClient(server.url, max_in_flight=2)
+    try:
+        futures = [client.score_async(p, s) for p, s in halves]
+        results = [f.result(timeout=300) for f in futures]
+    finally:
+        client.close()
+        server.shutdown()
+    for (problems, segments), (scores, stats) in zip(halves, results):
+        assert stats.responses == len(problems)
+        for x, y in zip(scores, hf_scorer.score(problems, segments)):
+            assert x == pytest.approx(y, abs=1e-5)
+    infos = group.info()
+    assert [i["calls"] - b for i, b in zip(infos, before)] == [1, 1]  # one request per actor
+    (s0, e0), (s1, e1) = (i["last_call"] for i in infos)
+    assert max(s0, s1) < min(e0, e1), f"the actors scored one after the other: {infos}"
+
+
 def test_actor_killed_mid_batch_is_restarted_and_its_share_retried(group, hf_scorer):
     pid = group.info()[0]["pid"]
     future = group.score_async(BIG_PROBLEMS, BIG_SEGMENTS)
