@@ -238,11 +238,11 @@ def test_prm_actor_killed_mid_step_is_retried(rollout_samples, tiny_lm_path, pol
 class CountingPRM:
     """The real PRM actor group; records how many responses each submission holds.
 
-    ``on_submit`` runs after each submission (the generation test releases a held prompt there).
+    ``on_submit``, when set, runs after each submission (``_generate`` releases a held prompt there).
     """
 
-    def __init__(self, group, on_submit=None):
-        self.group, self.sizes, self.on_submit = group, [], on_submit
+    def __init__(self, group):
+        self.group, self.sizes, self.on_submit = group, [], None
 
     def score_async(self, problems, segments):
         self.sizes.append(len(problems))
