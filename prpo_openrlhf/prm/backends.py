@@ -102,6 +102,9 @@ class HFBackend:
         return out
 
 
+CPU_KV_CACHE_MIB = 256  # the PRM engine's KV cache on a machine without CUDA, unless engine_kwargs set one
+
+
 class VLLMBackend:
     """vLLM's pooling runner with step pooling on the tag token (``token_classify`` task)."""
 
@@ -114,6 +117,10 @@ class VLLMBackend:
         kwargs = dict(model=model_name_or_path, tokenizer=tokenizer or model_name_or_path,
                       runner="pooling", pooler_config={"step_tag_id": tag_id},
                       max_model_len=max_length, dtype=dtype)
+        if not torch.cuda.is_available():
+            # vLLM's CPU build would size its KV cache from a share of the machine's RAM and
+            # compile the model at start-up; a PRM scores short batches, so neither is needed.
+            kwargs.update(kv_cache_memory_bytes=CPU_KV_CACHE_MIB << 20, enforce_eager=True)
         kwargs.update(engine_kwargs or {})
         # The scorer cuts inputs at max_length; the engine must accept exactly that length.
         kwargs["max_model_len"] = max_length

@@ -21,6 +21,7 @@ import torch
 from openrlhf.trainer.ppo_utils.experience import Experience, tensor_field
 from openrlhf.trainer.ppo_utils.samples_generator import SamplesGenerator
 
+from prpo_openrlhf.cli.prpo_flags import needs_vllm_entropy
 from prpo_openrlhf.rollout.agent_executor import ENTROPY_AGENT_PATH, RESPONSE_KEY
 from prpo_openrlhf.rollout.vllm_entropy import FALLBACK_HINT, SUPPORTED_VLLM_VERSION, version_problem
 
@@ -83,9 +84,10 @@ def entropies_for_action_mask(rollout_entropies, action_mask: torch.Tensor, trun
 class PRPOSamplesGenerator(SamplesGenerator):
     """OpenRLHF's SamplesGenerator whose Experiences carry the rollout's entropies.
 
-    With ``--prpo.entropy_source vllm`` (default) the vLLM engines must run the executor of
-    ``ENTROPY_AGENT_PATH`` (OpenRLHF ``--agent_func_path``); a response without entropies is
-    then an error. With ``actor`` the entropies are left to the log-prob pass.
+    When the run splits at vLLM's entropy spikes (``needs_vllm_entropy``: a PRM estimator,
+    ``--prpo.split entropy``, ``--prpo.entropy_source vllm``) the vLLM engines run the executor
+    of ``ENTROPY_AGENT_PATH`` and a response without entropies is an error. Every other run
+    (GRPO, REINFORCE++, other splits, the actor source) gets Experiences without entropies.
     """
 
     group_sink = None  # callable(list of one prompt's n experiences), set by PRPOTrainer
@@ -127,16 +129,11 @@ class PRPOSamplesGenerator(SamplesGenerator):
         mean = sum(e.scores[0].item() for e in group) / len(group)
         return low < mean < high
 
-    @property
-    def entropy_source(self) -> str:
-        prpo = getattr(self.args, "prpo", None)
-        return getattr(prpo, "entropy_source", ENTROPY_SOURCE_VLLM)
-
     def _process_response_into_experience(self, response, **generate_kwargs) -> PRPOExperience:
         experience = super()._process_response_into_experience(response, **generate_kwargs)
         rollout_entropies = response.get(RESPONSE_KEY)
         if rollout_entropies is None:
-            if self.entropy_source == ENTROPY_SOURCE_VLLM:
+            if needs_vllm_entropy(self.args):
                 raise RuntimeError(
                     "rollout response has no entropies: start the vLLM engines with "
                     f"--agent_func_path {ENTROPY_AGENT_PATH}, or use {FALLBACK_HINT}")

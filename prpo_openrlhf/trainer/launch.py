@@ -4,19 +4,24 @@ Upstream's ``train()`` creates the vLLM engines and the DeepSpeed actor groups o
 placement groups, then imports ``PPOTrainer`` from ``openrlhf.trainer.ppo_trainer`` and drives
 it. We run that function as it is and only let that import find PRPOTrainer (and, with
 ``--prpo.entropy_source actor``, its ``PolicyModelActor`` name find the policy actor of
-policy_actor.py), for the duration of the call, so every placement and initialisation step
-stays upstream's.
+policy_actor.py; on a CPU machine, the actor classes of cpu_device.py), for the duration of
+the call, so every placement and initialisation step stays upstream's.
 """
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import os
 
 import ray
+import torch
+
+logger = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
-def _swapped(module, name: str, value):
+def swapped(module, name: str, value):
     original = getattr(module, name)
     setattr(module, name, value)
     try:
@@ -26,6 +31,12 @@ def _swapped(module, name: str, value):
 
 
 def _init_ray(args) -> None:
+    """Connect to the cluster (under ``ray job submit``) or start a local one.
+
+    A local Ray started here for a CPU run (``--prpo.device cpu``, or ``auto`` without a GPU)
+    declares as many logical GPUs as the run's groups ask for, so upstream's ``{"GPU": 1}``
+    bundles are placed unchanged.
+    """
     if ray.is_initialized():
         return
     env = {
@@ -37,7 +48,29 @@ def _init_ray(args) -> None:
         "PRPO_GRADER_TIMEOUT": str(args.prpo.grader_timeout),
         "PRPO_REMOTE_RM_URL": args.prpo.reward_urls or "",
     }
-    ray.init(runtime_env={"env_vars": env})
+    local = {}
+    if not os.environ.get("RAY_ADDRESS") and args.prpo.device != "cuda" and not torch.cuda.is_available():
+        from prpo_openrlhf.cli.prpo_flags import gpu_demand
+
+        gpus = sum(gpu_demand(args).values())
+        # One CPU per bundle besides the GPU, plus the trainer and the PRM's own actors.
+        local = dict(address="local", num_gpus=gpus, num_cpus=max(os.cpu_count() or 1, gpus + 4))
+    if args.prpo.device != "cuda":
+        from prpo_openrlhf.trainer.cpu_device import CPU_ENV
+
+        env.update(CPU_ENV)  # read only where DeepSpeed starts without a GPU
+    ray.init(runtime_env={"env_vars": _without_job_env(env)}, **local)
+
+
+def _without_job_env(env: dict) -> dict:
+    """``env`` minus the variables the job's own runtime env sets (``ray job submit
+    --runtime-env-json``): Ray refuses to start a driver whose runtime env repeats one of them."""
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")  # the job's config, as Ray hands it to the driver
+    job_env = ((json.loads(raw).get("runtime_env") or {}).get("env_vars") or {}) if raw else {}
+    for key in sorted(set(env) & set(job_env)):
+        if str(job_env[key]) != env[key]:
+            logger.warning("%s=%s from the job's runtime env wins over %s from the flags", key, job_env[key], env[key])
+    return {k: v for k, v in env.items() if k not in job_env}
 
 
 def train(args) -> None:
@@ -59,5 +92,12 @@ def train(args) -> None:
         from prpo_openrlhf.trainer.policy_actor import policy_actor_class
 
         policy = policy_actor_class()
-    with _swapped(upstream_trainer, "PPOTrainer", PRPOTrainer), _swapped(upstream_cli, "PolicyModelActor", policy):
+    from prpo_openrlhf.trainer.cpu_device import cpu_swaps, resolve_device
+
+    on_cpu = resolve_device(args.prpo.device, ray.cluster_resources()) == "cpu"
+    swaps = [(upstream_trainer, "PPOTrainer", PRPOTrainer),
+             *(cpu_swaps(args, policy) if on_cpu else [(upstream_cli, "PolicyModelActor", policy)])]
+    with contextlib.ExitStack() as stack:
+        for module, name, value in swaps:
+            stack.enter_context(swapped(module, name, value))
         upstream_train(args)
