@@ -54,6 +54,9 @@ def add_prpo_args(parser: argparse.ArgumentParser) -> None:
                    help="per-token entropy from the vLLM plugin (no extra pass; the PRM starts per prompt group during "
                         "generation) or from the actor's log-prob pass (any vLLM; the PRM then starts after that pass and "
                         "overlaps the reference pass only)")
+    g.add_argument("--prpo.prm_dispatch", choices=("group", "batch"), default="group",
+                   help="group: each prompt group goes to the PRM as soon as vLLM finishes it; batch: the whole "
+                        "batch after generation (for comparison; the PRM then overlaps the log-prob passes only)")
     g.add_argument("--prpo.length_penalty_threshold", type=int, default=1024,
                    help="responses longer than this many tokens get -L/scale added to R")
     g.add_argument("--prpo.length_penalty_scale", type=float, default=1024.0)

@@ -143,6 +143,7 @@ class PRMScoreFuture:
             scores += shard_scores
             parts.append(PRMStats(**shard_stats))
         stats = PRMStats.merge(parts, [a for a, _ in self._shards])
+        stats.retries = sum(self.failures.values())
         self._group.last_stats = stats
         return scores, stats
 

@@ -45,6 +45,7 @@ class PRMStats:
     padded_tokens: int = 0
     batches: int = 0
     seconds: float = 0.0
+    retries: int = 0  # shards sent again after their PRM actor died (PRMActorGroup)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -56,7 +57,7 @@ class PRMStats:
         for part, off in zip(parts, offsets):
             for name in ("responses", "segments", "scored_segments", "filled_segments",
                          "truncated_responses", "stripped_tags", "tokens", "padded_tokens",
-                         "batches"):
+                         "batches", "retries"):
                 setattr(total, name, getattr(total, name) + getattr(part, name))
             total.truncated_indices += [off + i for i in part.truncated_indices]
             total.seconds = max(total.seconds, part.seconds)  # shards run in parallel

@@ -52,6 +52,19 @@ def write_tiny_run(root: str | os.PathLike, *, prompts: int = 4, prm_hidden: int
     return {"POLICY_MODEL": str(policy), "PRM_MODEL": str(prm), "PROMPT_DATA": str(data)}
 
 
+def read_scalars(log_root: str | os.PathLike, name: str) -> dict:
+    """tag -> [(step, value)] of run ``name``'s tensorboard events under ``log_root`` (the
+    launch scripts' ``--logger.tensorboard_dir LOG_ROOT/name``; OpenRLHF adds one folder per run)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    runs = sorted(p for p in (Path(log_root) / name).iterdir() if p.is_dir())
+    if len(runs) != 1:
+        raise ValueError(f"expected one tensorboard run under {Path(log_root) / name}, found {runs}")
+    events = EventAccumulator(str(runs[0]))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root")

@@ -80,8 +80,11 @@ def train(args) -> None:
     from prpo_openrlhf.rollout.samples_generator import check_entropy_source
     from prpo_openrlhf.trainer.ppo_trainer import PRPOTrainer
 
+    from prpo_openrlhf.trainer.prompt_check import check_prompt_dataset
+
     if args.algo.advantage.estimator in PRM_ESTIMATORS and args.prpo.split == "entropy":
         check_entropy_source(args.prpo.entropy_source)  # refuses vllm on an unsupported vLLM
+    check_prompt_dataset(args)  # before any actor starts
     _init_ray(args)
     check_gpu_budget(args, ray.cluster_resources().get("GPU", 0.0))
     import openrlhf.cli.train_ppo_ray as upstream_cli

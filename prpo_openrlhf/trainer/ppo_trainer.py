@@ -63,7 +63,7 @@ class _PRPOTrainer(PPOTrainer.__ray_actor_class__):
             self.kl_ctl, strategy, self.tokenizer, prm=make_prm(strategy.args),
         )
         maker = self.experience_maker
-        if maker.dispatcher is not None and not maker.entropy_from_actor:
+        if maker.dispatcher is not None and not maker.entropy_from_actor and strategy.args.prpo.prm_dispatch == "group":
             # PRM scoring per prompt group while vLLM generates the others (prm_dispatch.py).
             self.samples_generator.group_sink = maker.dispatcher.submit
 

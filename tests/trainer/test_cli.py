@@ -104,3 +104,32 @@ def test_actor_entropy_policy_class_is_upstreams_plus_the_entropy_pass():
     cls = policy_actor_class().__ray_actor_class__
     assert issubclass(cls, PolicyModelActor.__ray_actor_class__) and issubclass(cls, EntropyForwardMixin)
     assert cls.forward is PolicyModelActor.__ray_actor_class__.forward  # upstream's pass stays as it is
+
+
+def test_prompt_row_without_the_label_key_stops_the_run_before_ray_starts(tmp_path):
+    from prpo_openrlhf.cli.train_prpo_ray import main
+
+    data = tmp_path / "prompts.jsonl"
+    data.write_text('{"problem": "1+1?", "answer": "2"}\n\n{"problem": "2+2?", "solution": "4"}\nnot json\n')
+    with pytest.raises(SystemExit) as err:
+        main([*BASE, "--data.prompt_dataset", str(data), "--data.input_key", "problem",
+              "--data.label_key", "answer", "--algo.advantage.estimator", "group_norm"])
+    message = str(err.value)
+    assert str(data) in message and "2 bad row(s)" in message
+    assert "line 3: no 'answer' (--data.label_key); its keys: ['problem', 'solution']" in message
+    assert "line 4: not a JSON object" in message
+    import ray
+
+    assert not ray.is_initialized()
+
+
+def test_needs_vllm_entropy_only_for_prm_estimators_splitting_at_vllm_entropy():
+    """The rule both the parser (entropy executor) and the samples generator (entropies required) use."""
+    def needs(*extra):
+        return prpo_flags.needs_vllm_entropy(parse_args([*BASE, "--prm.model_name_or_path", "p", "--algo.kl.use_loss", *extra]))
+
+    assert needs("--algo.advantage.estimator", "prpo")
+    for estimator in ("group_norm", "reinforce", "reinforce_baseline", "rloo", "dr_grpo"):
+        assert not needs("--algo.advantage.estimator", estimator)
+    assert not needs("--algo.advantage.estimator", "prpo", "--prpo.split", "uniform")
+    assert not needs("--algo.advantage.estimator", "prpo", "--prpo.entropy_source", "actor")
