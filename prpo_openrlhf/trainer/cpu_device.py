@@ -229,6 +229,8 @@ def prepare_cpu_args(args) -> None:
                       "CUDA kernels")
     if args.vllm.enable_sleep:
         errors.append("--vllm.enable_sleep: vLLM's sleep mode needs CUDA memory pools")
+    if getattr(args.vllm, "sync_with_ray", False):
+        errors.append("--vllm.sync_with_ray: weights reach vLLM through the CPU layer's store group")
     if args.vllm.tensor_parallel_size > 1 or args.ds.tensor_parallel_size > 1:
         errors.append("--vllm.tensor_parallel_size / --ds.tensor_parallel_size > 1 are not supported on CPU")
     if errors:

@@ -31,7 +31,8 @@ def swapped(module, name: str, value):
 
 
 def _init_ray(args) -> None:
-    """Connect to the cluster (under ``ray job submit``) or start a local one.
+    """Connect to the cluster (under ``ray job submit``, or one started on this machine), or
+    start a local one for a CPU run.
 
     A local Ray started here for a CPU run (``--prpo.device cpu``, or ``auto`` without a GPU)
     declares as many logical GPUs as the run's groups ask for, so upstream's ``{"GPU": 1}``
@@ -48,18 +49,23 @@ def _init_ray(args) -> None:
         "PRPO_GRADER_TIMEOUT": str(args.prpo.grader_timeout),
         "PRPO_REMOTE_RM_URL": args.prpo.reward_urls or "",
     }
-    local = {}
-    if not os.environ.get("RAY_ADDRESS") and args.prpo.device != "cuda" and not torch.cuda.is_available():
-        from prpo_openrlhf.cli.prpo_flags import gpu_demand
-
-        gpus = sum(gpu_demand(args).values())
-        # One CPU per bundle besides the GPU, plus the trainer and the PRM's own actors.
-        local = dict(address="local", num_gpus=gpus, num_cpus=max(os.cpu_count() or 1, gpus + 4))
     if args.prpo.device != "cuda":
         from prpo_openrlhf.trainer.cpu_device import CPU_ENV
 
         env.update(CPU_ENV)  # read only where DeepSpeed starts without a GPU
-    ray.init(runtime_env={"env_vars": _without_job_env(env)}, **local)
+    runtime_env = {"env_vars": _without_job_env(env)}
+    if os.environ.get("RAY_ADDRESS") or args.prpo.device == "cuda" or torch.cuda.is_available():
+        ray.init(runtime_env=runtime_env)
+        return
+    try:  # a cluster started on this machine (`ray start --head --num-gpus N`)
+        ray.init(address="auto", runtime_env=runtime_env)
+    except ConnectionError:
+        from prpo_openrlhf.cli.prpo_flags import gpu_demand
+
+        gpus = sum(gpu_demand(args).values())
+        logger.warning("no Ray cluster and no GPU: starting a local Ray with %d logical GPUs for a CPU run", gpus)
+        # One CPU per bundle besides the GPU, plus the trainer and the PRM's own actors.
+        ray.init(address="local", num_gpus=gpus, num_cpus=max(os.cpu_count() or 1, gpus + 4), runtime_env=runtime_env)
 
 
 def _without_job_env(env: dict) -> dict:

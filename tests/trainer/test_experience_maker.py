@@ -3,8 +3,9 @@
 Real parts: vLLM CPU rollouts through OpenRLHF's rollout executor (the PRPO entropy executor,
 loaded the way RolloutRayActor loads it) and PRPOSamplesGenerator; the outcome reward through
 the same reward-function hook; OpenRLHF's RayActorGroup; the PRM actor group on its own
-placement group. Stand-ins: the DeepSpeed policy/reference actor (tests/trainer/cpu_policy_actor.py),
-which cannot exist on CPU; and, where upstream's own generate loop runs, a rollout actor that
+placement group; upstream's DeepSpeed policy and reference actors through the CPU device layer.
+Stand-ins: the fp32 policy/reference actor (tests/trainer/cpu_policy_actor.py) where a test
+compares with an fp32 HF forward; and, where upstream's own generate loop runs, a rollout actor that
 replays the fixture's real vLLM responses (tests/trainer/replay_engine.py) so that no second
 vLLM engine has to start.
 """
@@ -45,7 +46,8 @@ def _args(lm_path, estimator, *extra):
 
 @pytest.fixture(scope="module")
 def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # Logical GPUs for upstream's DeepSpeed actors (one each, as on a cluster) and the PRM groups.
+    ray.init(num_cpus=6, num_gpus=4, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -108,7 +110,27 @@ def monkeypatch_module():
 
 @pytest.fixture(scope="module")
 def policy_groups(cluster, tiny_lm_path):
-    """OpenRLHF RayActorGroups for the policy and the reference, on the CPU stand-in actor."""
+    """Upstream's PolicyModelActor and ReferenceModelActor (DeepSpeed ZeRO-2 on gloo, bf16)
+    through the CPU device layer, in RayActorGroups as train() builds them."""
+    from openrlhf.trainer.ray.launcher import RayActorGroup, ReferenceModelActor
+    from openrlhf.trainer.ray.ppo_actor import PolicyModelActor
+
+    from prpo_openrlhf.trainer.cpu_device import cpu_model_actor, cpu_strategy, prepare_cpu_args
+
+    args = _args(tiny_lm_path, "prpo")
+    prepare_cpu_args(args)
+    strategy = cpu_strategy(args)
+    policy = RayActorGroup(1, 1, cpu_model_actor(PolicyModelActor))
+    reference = RayActorGroup(1, 1, cpu_model_actor(ReferenceModelActor))
+    ray.get(policy.async_init_model_from_pretrained(strategy, tiny_lm_path, 1, None)
+            + reference.async_init_model_from_pretrained(strategy, tiny_lm_path))
+    return policy, reference
+
+
+@pytest.fixture(scope="module")
+def fp32_groups(cluster, tiny_lm_path):
+    """The fp32 stand-in (tests/trainer/cpu_policy_actor.py) for tests that compare with an fp32
+    HF forward or count the actor's passes; DeepSpeed's actors load in bf16 only."""
     from openrlhf.trainer.ray.launcher import RayActorGroup
     from openrlhf.utils import get_strategy
 
@@ -343,7 +365,7 @@ def test_groups_upstreams_dynamic_filter_drops_never_reach_the_prm(rollout_respo
     assert prm.sizes == [N]
 
 
-def test_actor_entropy_source_segments_with_the_log_prob_pass(rollout_samples, tiny_lm_path, policy_groups,
+def test_actor_entropy_source_segments_with_the_log_prob_pass(rollout_samples, tiny_lm_path, fp32_groups,
                                                               prm_group):
     """--prpo.entropy_source actor: entropies from the actor's own pass, equal to an HF forward's."""
     from transformers import AutoModelForCausalLM
@@ -357,14 +379,14 @@ def test_actor_entropy_source_segments_with_the_log_prob_pass(rollout_samples, t
         s.entropies = None  # as from a vLLM without the plugin
     prm = CountingPRM(prm_group)
     args = _args(tiny_lm_path, "prpo", "--prpo.entropy_source", "actor")
-    maker = _maker(PRPOExperienceMaker, args, policy_groups, prm=prm)
-    before = _forward_calls(policy_groups)
+    maker = _maker(PRPOExperienceMaker, args, fp32_groups, prm=prm)
+    before = _forward_calls(fp32_groups)
     experiences = maker.make_experience_batch(samples)
     assert prm.sizes == [N] * len(PROBLEMS)
     # The actor ran once per micro-batch, through forward_with_entropy only; upstream's
     # make_experience took those log probs instead of a second actor pass.
     calls = [{k: v - before[g].get(k, 0) for k, v in c.items() if v > before[g].get(k, 0)}
-             for g, c in enumerate(_forward_calls(policy_groups))]
+             for g, c in enumerate(_forward_calls(fp32_groups))]
     batches = -(-len(samples) // args.rollout.micro_batch_size)
     assert calls[0] == {"forward_with_entropy": batches}
     assert calls[1] == {"forward": batches}
@@ -386,7 +408,7 @@ def test_actor_entropy_source_segments_with_the_log_prob_pass(rollout_samples, t
     assert cut_count > 0  # some rollouts were cut at all
 
     # Those log probs equal the plain path's actor pass.
-    plain = _maker(PRPOExperienceMaker, _args(tiny_lm_path, "prpo"), policy_groups, prm=prm_group)
+    plain = _maker(PRPOExperienceMaker, _args(tiny_lm_path, "prpo"), fp32_groups, prm=prm_group)
     reference = plain.make_experience_batch(copy.deepcopy(rollout_samples))
     by_index = {i: e.action_log_probs[j] for e in reference for j, i in enumerate(e.index)}
     for exp in experiences:

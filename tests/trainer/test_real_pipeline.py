@@ -155,16 +155,71 @@ def test_prm_actor_killed_mid_step_is_retried_and_the_run_goes_on(tiny_dir, tmp_
     _assert_saved_model(tmp_path / "prpo_1.5b")
 
 
-OTHER_SCRIPTS = sorted(p.name for p in SCRIPTS.glob("train_*.sh")
-                       if p.name not in {"train_grpo_qwen2.5_math_1.5b.sh", "train_prpo_qwen2.5_math_1.5b.sh",
-                                         "train_prpo_qwen2.5_math_1.5b_shared_prm.sh"})
+OTHER_RUNS = [(p.name, "") for p in sorted(SCRIPTS.glob("train_*.sh"))
+              if p.name not in {"train_grpo_qwen2.5_math_1.5b.sh", "train_prpo_qwen2.5_math_1.5b.sh",
+                                "train_prpo_qwen2.5_math_1.5b_shared_prm.sh"}]
+OTHER_RUNS.append(("train_prpo_qwen2.5_math_1.5b.sh", "--prpo.entropy_source actor"))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("script", OTHER_SCRIPTS)
-def test_every_other_launch_script_trains(script, tiny_dir, tmp_path):
-    out = run_tiny(script, tiny_dir, tmp_path)
+@pytest.mark.parametrize("script, extra", OTHER_RUNS, ids=lambda v: v.replace("--prpo.", "") or "default")
+def test_every_other_launch_script_trains(script, extra, tiny_dir, tmp_path):
+    out = run_tiny(script, tiny_dir, tmp_path, extra)
     assert out.returncode == 0, _tail(out)
     saved = [p for p in tmp_path.iterdir() if (p / "config.json").is_file()]
     assert len(saved) == 1, list(tmp_path.iterdir())
     _assert_saved_model(saved[0])
+
+
+@pytest.mark.slow
+def test_shared_prm_script_trains_against_a_prm_service(tiny_dir, tmp_path):
+    """train_prpo_..._shared_prm.sh against `prpo-serve-prm` on 127.0.0.1, with a bearer token."""
+    import socket
+
+    import requests
+
+    from prpo_openrlhf.testing.tiny_run import write_tiny_run
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "PRPO_PRM_TOKEN": "tiny-secret"}
+    prm = write_tiny_run(tiny_dir)["PRM_MODEL"]
+    server = subprocess.Popen([sys.executable, "-m", "prpo_openrlhf.cli.serve_prm", "--model", prm, "--backend", "hf",
+                               "--port", str(port), "--device", "cpu"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline and server.poll() is None, "the PRM service did not come up"
+                time.sleep(1)
+        out = run_tiny("train_prpo_qwen2.5_math_1.5b_shared_prm.sh", tiny_dir, tmp_path,
+                       PRM_URL=f"http://127.0.0.1:{port}", PRPO_PRM_TOKEN="tiny-secret")
+    finally:
+        server.kill()
+    assert out.returncode == 0, _tail(out)
+    _assert_saved_model(tmp_path / "prpo_1.5b_shared")
+    metrics = scalars(tmp_path / "logs", "prpo_1.5b_shared")
+    assert all(0 < v < 1 for _, v in metrics["train/prm_score_mean"])
+
+
+@pytest.mark.slow
+def test_direct_run_without_a_cluster_starts_a_local_ray_with_logical_gpus(tiny_dir, tmp_path):
+    """`python -m prpo_openrlhf.cli.train_prpo_ray ...` on a machine with no Ray and no GPU."""
+    from prpo_openrlhf.testing.tiny_run import write_tiny_run
+
+    env = _env(tiny_dir, tmp_path, SYNC_ARGS, **write_tiny_run(tiny_dir), ACTOR_GPUS=1, REF_GPUS=1, VLLM_ENGINES=1,
+               ROLLOUT_BATCH=2, N_SAMPLES=4, ROLLOUT_MICRO_BATCH=4, TRAIN_BATCH=8, NUM_EPISODES=1,
+               MAX_NEW_TOKENS=48, DATA_MAX_LEN=192, PRPO_PRINT_ARGS=1)
+    argv = subprocess.run(["bash", str(SCRIPTS / "train_grpo_qwen2.5_math_1.5b.sh")], env=env, capture_output=True,
+                          check=True).stdout.decode().split("\0")[:-1]
+    env.pop("PRPO_PRINT_ARGS")
+    out = subprocess.run([sys.executable, "-m", "prpo_openrlhf.cli.train_prpo_ray", *argv], env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, _tail(out)
+    assert "starting a local Ray with 3 logical GPUs" in out.stdout + out.stderr
+    _assert_saved_model(tmp_path / "grpo_1.5b")
