@@ -11,7 +11,7 @@ subclasses and name swaps, never copied method bodies:
   ``torch.cuda.set_device / current_device / synchronize / current_stream / empty_cache`` and
   ``init_device_mesh("cuda")`` inside method bodies; there they act on the CPU. It logs once
   that it is active.
-- DeepSpeed: its CPU accelerator on gloo (``DS_ACCELERATOR=cpu``), :class:`CPUDeepspeedStrategy`
+- DeepSpeed: its CPU accelerator on gloo (DeepSpeed picks it where torch sees no GPU), :class:`CPUDeepspeedStrategy`
   with ``torch_adam`` (no CPU FusedAdam JIT build) and no shared-memory all-reduce op (a JIT
   build of minutes; gloo carries the collectives).
 - Weight sync: :class:`StoreBroadcastGroup` has PyNccl's ``broadcast`` signature over vLLM's
@@ -40,9 +40,6 @@ from prpo_openrlhf.trainer.launch import swapped
 logger = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cuda", "cpu")
-# Environment of every Ray worker of a CPU run: DeepSpeed's CPU accelerator, chosen before
-# deepspeed is first imported there.
-CPU_ENV = {"DS_ACCELERATOR": "cpu"}
 WORKER_WRAP = "prpo_openrlhf.trainer.cpu_device.CPUWorkerWrap"
 
 _shim_active = False

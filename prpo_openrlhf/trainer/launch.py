@@ -32,11 +32,8 @@ def swapped(module, name: str, value):
 
 def _init_ray(args) -> None:
     """Connect to the cluster (under ``ray job submit``, or one started on this machine), or
-    start a local one for a CPU run.
-
-    A local Ray started here for a CPU run (``--prpo.device cpu``, or ``auto`` without a GPU)
-    declares as many logical GPUs as the run's groups ask for, so upstream's ``{"GPU": 1}``
-    bundles are placed unchanged.
+    start a local one: on a machine without a GPU it declares as many logical GPUs as the run's
+    groups ask for, so upstream's ``{"GPU": 1}`` bundles are placed unchanged.
     """
     if ray.is_initialized():
         return
@@ -49,10 +46,6 @@ def _init_ray(args) -> None:
         "PRPO_GRADER_TIMEOUT": str(args.prpo.grader_timeout),
         "PRPO_REMOTE_RM_URL": args.prpo.reward_urls or "",
     }
-    if args.prpo.device != "cuda":
-        from prpo_openrlhf.trainer.cpu_device import CPU_ENV
-
-        env.update(CPU_ENV)  # read only where DeepSpeed starts without a GPU
     runtime_env = {"env_vars": _without_job_env(env)}
     if os.environ.get("RAY_ADDRESS") or args.prpo.device == "cuda" or torch.cuda.is_available():
         ray.init(runtime_env=runtime_env)
@@ -84,8 +77,8 @@ def train(args) -> None:
 
     from prpo_openrlhf.cli.prpo_flags import PRM_ESTIMATORS, check_gpu_budget
     from prpo_openrlhf.rollout.samples_generator import check_entropy_source
+    from prpo_openrlhf.trainer.cpu_device import cpu_swaps, resolve_device
     from prpo_openrlhf.trainer.ppo_trainer import PRPOTrainer
-
     from prpo_openrlhf.trainer.prompt_check import check_prompt_dataset
 
     if args.algo.advantage.estimator in PRM_ESTIMATORS and args.prpo.split == "entropy":
@@ -101,8 +94,6 @@ def train(args) -> None:
         from prpo_openrlhf.trainer.policy_actor import policy_actor_class
 
         policy = policy_actor_class()
-    from prpo_openrlhf.trainer.cpu_device import cpu_swaps, resolve_device
-
     on_cpu = resolve_device(args.prpo.device, ray.cluster_resources()) == "cpu"
     swaps = [(upstream_trainer, "PPOTrainer", PRPOTrainer),
              *(cpu_swaps(args, policy) if on_cpu else [(upstream_cli, "PolicyModelActor", policy)])]

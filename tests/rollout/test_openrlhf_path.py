@@ -44,10 +44,10 @@ def openrlhf_params(temperature=0.7, top_p=0.9, max_new_tokens=12, min_new_token
                           **extra)
 
 
-def generator(entropy_source="vllm"):
+def generator(entropy_source="vllm", estimator="prpo"):
     args = NS(rollout=NS(n_samples_per_prompt=2, batch_size=2), vllm=NS(enable_sleep=False),
-              algo=NS(advantage=NS(is_correction_level="off"), dynamic_filtering_enable=False),
-              prpo=NS(entropy_source=entropy_source))
+              algo=NS(advantage=NS(is_correction_level="off", estimator=estimator), dynamic_filtering_enable=False),
+              prpo=NS(entropy_source=entropy_source, split="entropy"))
     return PRPOSamplesGenerator(strategy=NS(args=args), prompts_dataloader=None,
                                 eval_dataloader=None, tokenizer=None, vllm_engines=[])
 
@@ -118,6 +118,10 @@ def test_missing_entropies_are_an_error_unless_the_actor_provides_them(llm, toke
         generator("vllm")._process_response_into_experience(response, max_len=64)
     experience = generator("actor")._process_response_into_experience(response, max_len=64)
     assert isinstance(experience, PRPOExperience) and experience.entropies is None
+    # GRPO / REINFORCE++ run OpenRLHF's own executor (no entropies) under the default source.
+    for estimator in ("group_norm", "reinforce", "reinforce_baseline", "rloo", "dr_grpo"):
+        experience = generator("vllm", estimator)._process_response_into_experience(response, max_len=64)
+        assert experience.entropies is None
 
 
 class TwoTurns(AgentInstanceBase):

@@ -133,3 +133,15 @@ def test_needs_vllm_entropy_only_for_prm_estimators_splitting_at_vllm_entropy():
         assert not needs("--algo.advantage.estimator", estimator)
     assert not needs("--algo.advantage.estimator", "prpo", "--prpo.split", "uniform")
     assert not needs("--algo.advantage.estimator", "prpo", "--prpo.entropy_source", "actor")
+
+
+def test_device_auto_is_cpu_only_without_any_detected_gpu():
+    from prpo_openrlhf.trainer.cpu_device import resolve_device
+
+    logical = {"CPU": 8.0, "GPU": 4.0, "memory": 1e9}  # `ray start --num-gpus 4` on a CPU machine
+    assert resolve_device("auto", logical, cuda_available=False) == "cpu"
+    assert resolve_device("auto", {**logical, "accelerator_type:H100": 1.0}, cuda_available=False) == "cuda"
+    assert resolve_device("auto", logical, cuda_available=True) == "cuda"
+    assert resolve_device("cpu", {"accelerator_type:H100": 1.0}, cuda_available=True) == "cpu"
+    with pytest.raises(ValueError, match="--prpo.device"):
+        resolve_device("tpu", logical)
