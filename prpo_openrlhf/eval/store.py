@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import Iterable
 
+from prpo_openrlhf.fileio import replace_atomically
+
 GENERATIONS_FILE = "generations.jsonl"
 GRADES_FILE = "grades.jsonl"
 CONFIG_FILE = "run_config.json"
@@ -77,12 +79,16 @@ class AppendOnlyJsonl:
         return records
 
     def _cut_to(self, data: bytes, good_end: int) -> None:
-        keep = data[:good_end]
-        if keep and not keep.endswith(b"\n"):
-            keep += b"\n"  # a complete record missing only its newline
+        """Cut the file at the end of its last complete record, in place.
+
+        Only the bytes after ``good_end`` ever go: a kill during the repair leaves every
+        complete record on disk (rewriting the whole file would leave nothing in that window).
+        """
         with self.path.open("r+b") as fh:
-            fh.truncate(0)
-            fh.write(keep)
+            fh.truncate(good_end)
+            if good_end and not data[:good_end].endswith(b"\n"):
+                fh.seek(good_end)
+                fh.write(b"\n")  # a complete record missing only its newline
             fh.flush()
             os.fsync(fh.fileno())
 
@@ -139,7 +145,5 @@ class RunConfig:
         self.data["benchmarks"][benchmark] = dict(settings)
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.data, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, self.path)  # atomic: a crash leaves the old or the new file whole
+        text = json.dumps(self.data, indent=2, sort_keys=True) + "\n"
+        replace_atomically(self.path, lambda tmp: tmp.write_text(text))

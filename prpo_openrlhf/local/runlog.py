@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 
 import torch
+
+from prpo_openrlhf.fileio import replace_atomically
 
 METRICS = "metrics.jsonl"
 CKPT = "checkpoint.pt"
@@ -27,10 +28,8 @@ def read_metrics(out: Path) -> list[dict]:
 
 def truncate_metrics(out: Path, next_step: int) -> None:
     """Drop records written after the checkpoint (steps >= next_step) so a resume does not repeat them."""
-    keep = [r for r in read_metrics(out) if r["step"] < next_step]
-    tmp = out / (METRICS + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
-    os.replace(tmp, out / METRICS)
+    text = "".join(json.dumps(r) + "\n" for r in read_metrics(out) if r["step"] < next_step)
+    replace_atomically(out / METRICS, lambda tmp: tmp.write_text(text))
 
 
 def save_checkpoint(out: Path, *, policy, optimizer, next_step: int, config: dict) -> None:
@@ -40,9 +39,7 @@ def save_checkpoint(out: Path, *, policy, optimizer, next_step: int, config: dic
         "config": config, "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
                                   "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
     }
-    tmp = out / (CKPT + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, out / CKPT)
+    replace_atomically(out / CKPT, lambda tmp: torch.save(state, tmp))
 
 
 def load_checkpoint(out: Path, *, policy, optimizer) -> dict:

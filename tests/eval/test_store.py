@@ -1,5 +1,6 @@
 """The append-only store: crash artefacts are repaired, anything else is an error."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -30,6 +31,50 @@ def test_truncated_last_line_is_dropped_and_cut_from_the_file(tmp_path):
     store.load()
     store.append([_rec(3)])
     assert [json.loads(x)["problem"] for x in path.read_text().splitlines()] == [0, 1, 3]
+
+
+class _Killed(BaseException):
+    pass
+
+
+class _KilledOnWrite:
+    """A file whose every write kills the process (as a SIGKILL inside the repair would)."""
+
+    def __init__(self, fh):
+        self._fh = fh
+
+    def write(self, data):
+        raise _Killed()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._fh.close()
+
+    def __getattr__(self, name):
+        return getattr(self._fh, name)
+
+
+class _KillingPath(type(Path())):
+    def open(self, *args, **kwargs):
+        return _KilledOnWrite(super().open(*args, **kwargs))
+
+
+def test_a_kill_during_the_tail_repair_loses_no_complete_record(tmp_path):
+    """The repair used to empty the file and write the good records back: a kill in between
+    left an empty store (150,100 records lost in a probe). Now it only cuts the broken tail."""
+    path = tmp_path / "g.jsonl"
+    AppendOnlyJsonl(path).append([_rec(i) for i in range(100)])
+    with path.open("a") as fh:
+        fh.write(json.dumps(_rec(100))[:15])
+    store = AppendOnlyJsonl(path)
+    store.path = _KillingPath(path)
+    try:
+        store.load()
+    except _Killed:
+        pass
+    assert AppendOnlyJsonl(path).load() == [_rec(i) for i in range(100)]
 
 
 def test_complete_last_record_without_newline_is_kept(tmp_path):
