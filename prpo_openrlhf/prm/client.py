@@ -87,7 +87,11 @@ class PRMClient:
                                path, attempt + 1, self.retries + 1, last)
                 continue
             if resp.status_code == 200:
-                return resp.json()
+                try:
+                    return resp.json()
+                except ValueError as err:
+                    raise PRMClientError(f"PRM service {self.url}{path} answered 200 with a body that is not "
+                                         f"JSON ({err}): {resp.text[:200]!r}") from err
             message = _error_message(resp)
             if resp.status_code not in RETRY_STATUS:
                 raise PRMClientError(f"PRM service {self.url}{path} answered "
@@ -108,11 +112,7 @@ class PRMClient:
                          ) -> tuple[list[list[float]], PRMStats]:
         out = self._request("POST", "/score", {"problems": list(problems),
                                                "segments": [list(s) for s in segments]})
-        scores = out["scores"]
-        if len(scores) != len(problems) or any(len(a) != len(b)
-                                                for a, b in zip(scores, segments)):
-            raise PRMClientError("PRM service returned scores that do not match the request")
-        return scores, PRMStats(**out["stats"])
+        return checked_reply(out, segments, f"PRM service {self.url}/score")
 
     def score(self, problems: list[str], segments: list[list[str]]) -> list[list[float]]:
         return self.score_with_stats(problems, segments)[0]
@@ -130,6 +130,32 @@ class PRMClient:
             for session in self._sessions:
                 session.close()
             self._sessions.clear()
+
+
+def checked_reply(out, segments, source: str) -> tuple[list[list[float]], PRMStats]:
+    """(scores, stats) of a /score reply, or PRMClientError naming what is wrong with it.
+
+    Every score that reaches the advantages must be a finite number in [0, 1], one per segment
+    of the request: nothing is filled in and nothing passes unchecked.
+    """
+    if not isinstance(out, dict) or not isinstance(out.get("scores"), list):
+        what = sorted(out) if isinstance(out, dict) else type(out).__name__
+        raise PRMClientError(f"{source}: the reply has no 'scores' list (it holds: {what})")
+    scores = out["scores"]
+    if len(scores) != len(segments):
+        raise PRMClientError(f"{source}: {len(scores)} score lists for {len(segments)} responses")
+    for i, (row, segs) in enumerate(zip(scores, segments)):
+        if not isinstance(row, list) or len(row) != len(segs):
+            raise PRMClientError(f"{source}: response {i}: {row!r:.80} is not {len(segs)} scores")
+        for j, value in enumerate(row):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise PRMClientError(f"{source}: response {i}, segment {j}: score {value!r:.40} is not a "
+                                     "finite number in [0, 1]")
+    try:
+        stats = PRMStats(**out["stats"])
+    except (KeyError, TypeError) as err:
+        raise PRMClientError(f"{source}: the reply's 'stats' are missing or malformed ({err})") from err
+    return [[float(v) for v in row] for row in scores], stats
 
 
 def _error_message(resp) -> str:

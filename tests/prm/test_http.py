@@ -159,3 +159,53 @@ def test_cli_serves_with_a_token_from_the_environment(tiny_prm_path, hf_scorer):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
+
+
+STATS = {"responses": 1, "segments": 2}
+
+
+@pytest.mark.parametrize("body, message", [
+    ('{"scores": [[0.5, NaN]], "stats": STATS}', "segment 1: score nan is not a finite number in [0, 1]"),
+    ('{"scores": [[Infinity, 0.5]], "stats": STATS}', "segment 0: score inf"),
+    ('{"scores": [[-5.0, 0.5]], "stats": STATS}', "score -5.0"),
+    ('{"scores": [[0.5, 7.0]], "stats": STATS}', "score 7.0"),
+    ('{"scores": [["0.5", 0.5]], "stats": STATS}', "score '0.5'"),
+    ('{"scores": [[true, 0.5]], "stats": STATS}', "score True"),
+    ('{"scores": [[0.5]], "stats": STATS}', "response 0: [0.5] is not 2 scores"),
+    ('{"stats": STATS}', "no 'scores' list"),
+    ('{"scores": [[0.5, 0.5]]}', "'stats' are missing or malformed"),
+    ('<html>oops</html>', "not JSON"),
+])
+def test_client_refuses_garbage_scores_with_a_named_error(body, message):
+    """Before: NaN, inf, out-of-range numbers and strings reached the trainer as scores; a reply
+    without scores raised KeyError, a non-JSON one JSONDecodeError."""
+    payload = body.replace("STATS", json.dumps(STATS)).encode()
+
+    class Garbage(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    peer = ThreadingHTTPServer(("127.0.0.1", 0), Garbage)
+    threading.Thread(target=peer.serve_forever, daemon=True).start()
+    try:
+        client = PRMClient(f"http://127.0.0.1:{peer.server_address[1]}", retries=0)
+        with pytest.raises(PRMClientError) as err:
+            client.score(["q"], [["a", "b"]])
+        assert message in str(err.value)
+    finally:
+        peer.shutdown()
+        peer.server_close()
+
+
+def test_client_passes_valid_scores_as_floats():
+    from prpo_openrlhf.prm.client import checked_reply
+
+    scores, stats = checked_reply({"scores": [[0, 1, 0.25]], "stats": STATS}, [["a", "b", "c"]], "test")
+    assert scores == [[0.0, 1.0, 0.25]] and all(type(v) is float for v in scores[0]) and stats.segments == 2
