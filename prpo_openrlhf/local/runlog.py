@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 from pathlib import Path
 
 import torch
 
 from prpo_openrlhf.fileio import replace_atomically
+from prpo_openrlhf.local.config import UsageError
+
+logger = logging.getLogger(__name__)
 
 METRICS = "metrics.jsonl"
 CKPT = "checkpoint.pt"
@@ -20,10 +24,25 @@ def append_metrics(out: Path, record: dict) -> None:
 
 
 def read_metrics(out: Path) -> list[dict]:
+    """Every complete record. A truncated last line (the process died while writing it) is
+    dropped and logged; a bad line anywhere else is an error naming file:line."""
     path = Path(out) / METRICS
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except ValueError as err:
+            if number == len(lines):  # no newline after it: cut short by a crash
+                logger.warning("%s:%d: dropped a truncated last line (%s)", path, number, err)
+                break
+            raise UsageError(f"{path}:{number}: unreadable metrics record ({err}); "
+                             "this file is written only by prpo-local") from err
+    return records
 
 
 def truncate_metrics(out: Path, next_step: int) -> None:
@@ -43,7 +62,19 @@ def save_checkpoint(out: Path, *, policy, optimizer, next_step: int, config: dic
 
 
 def load_checkpoint(out: Path, *, policy, optimizer) -> dict:
-    state = torch.load(out / CKPT, map_location="cpu", weights_only=False)
+    """Restore policy, optimizer and RNG states; a checkpoint is data only (``weights_only``:
+    loading one cannot run code). An empty, cut or foreign file is a UsageError naming it."""
+    path = out / CKPT
+    if path.stat().st_size == 0:
+        raise UsageError(f"{path}: the checkpoint is empty (0 bytes); remove it or start a new --output_dir")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError ... by damage
+        raise UsageError(f"{path}: not a readable prpo-local checkpoint ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else ''})") from err
+    missing = {"policy", "optimizer", "next_step", "config", "rng"} - set(state if isinstance(state, dict) else ())
+    if missing:
+        raise UsageError(f"{path}: not a prpo-local checkpoint (missing {sorted(missing)})")
     policy.load_state_dict(state["policy"])
     optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["rng"]["torch"])

@@ -5,6 +5,7 @@ the answer format but little arithmetic, which is enough for the loop to run for
 default-size warm-up is exercised by `prpo-local train` itself (see docs/local.md).
 """
 import json
+import re
 
 import pytest
 import torch
@@ -170,3 +171,45 @@ def test_cosine_lr_schedule_reaches_the_optimizer(cache_dir, tmp_path):
     expected = [cfg.lr * lr_factor(cfg, (s + 1) * per_step - 1, total) for s in range(cfg.num_steps)]
     assert [r["train/lr"] for r in steps] == pytest.approx(expected)
     assert expected[-1] < expected[0]
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda p: p.write_bytes(b""), "the checkpoint is empty"),
+    (lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]), "not a readable prpo-local checkpoint"),
+    (lambda p: torch.save({"evil": "not ours"}, p), "not a prpo-local checkpoint (missing"),
+])
+def test_damaged_checkpoint_is_a_named_error_on_resume(cache_dir, tmp_path, damage, message):
+    from prpo_openrlhf.local.trainer import LocalTrainer
+
+    _train(tmp_path / "run", num_steps=1)
+    ckpt = tmp_path / "run" / runlog.CKPT
+    damage(ckpt)
+    with pytest.raises(UsageError, match=re.escape(message)) as err:
+        LocalTrainer(TrainConfig(**{**TINY, "output_dir": str(tmp_path / "run"), "num_steps": 2, "resume": True}),
+                     log=lambda *_: None)
+    assert str(ckpt) in str(err.value)
+
+
+def test_checkpoint_that_would_run_code_is_refused(tmp_path):
+    import os
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    (tmp_path / runlog.CKPT).write_bytes(b"")
+    torch.save({"policy": Payload()}, tmp_path / runlog.CKPT)
+    with pytest.raises(UsageError, match="not a readable prpo-local checkpoint"):
+        runlog.load_checkpoint(tmp_path, policy=None, optimizer=None)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_truncated_last_metrics_line_is_dropped_and_a_bad_middle_line_named(tmp_path):
+    path = tmp_path / runlog.METRICS
+    path.write_text('{"step": 0}\n{"step": 1}\n{"step": 2, "train/acc')
+    assert runlog.read_metrics(tmp_path) == [{"step": 0}, {"step": 1}]
+    runlog.truncate_metrics(tmp_path, 2)
+    assert path.read_text() == '{"step": 0}\n{"step": 1}\n'
+    path.write_text('{"step": 0}\n{garbage\n{"step": 2}\n')
+    with pytest.raises(UsageError, match=f"{path}:2: unreadable metrics record"):
+        runlog.read_metrics(tmp_path)
