@@ -1,4 +1,5 @@
 """PRM HTTP service and client: round trip, auth, malformed and oversized requests, retries."""
+import contextlib
 import http.client
 import json
 import os
@@ -131,12 +132,18 @@ def test_client_retries_503_then_succeeds():
         def log_message(self, *args):
             pass
 
-    peer = ThreadingHTTPServer(("127.0.0.1", 0), Busy)
+    with _peer(Busy) as url:
+        client = PRMClient(url, retries=3, backoff_s=0.01)
+        assert client.health() == {"status": "ok"} and len(calls) == 3
+
+
+@contextlib.contextmanager
+def _peer(handler):
+    """A plain HTTP server on 127.0.0.1 answering with ``handler``; yields its URL."""
+    peer = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=peer.serve_forever, daemon=True).start()
     try:
-        client = PRMClient(f"http://127.0.0.1:{peer.server_address[1]}", retries=3,
-                           backoff_s=0.01)
-        assert client.health() == {"status": "ok"} and len(calls) == 3
+        yield f"http://127.0.0.1:{peer.server_address[1]}"
     finally:
         peer.shutdown()
         peer.server_close()
@@ -192,16 +199,9 @@ def test_client_refuses_garbage_scores_with_a_named_error(body, message):
         def log_message(self, *args):
             pass
 
-    peer = ThreadingHTTPServer(("127.0.0.1", 0), Garbage)
-    threading.Thread(target=peer.serve_forever, daemon=True).start()
-    try:
-        client = PRMClient(f"http://127.0.0.1:{peer.server_address[1]}", retries=0)
-        with pytest.raises(PRMClientError) as err:
-            client.score(["q"], [["a", "b"]])
-        assert message in str(err.value)
-    finally:
-        peer.shutdown()
-        peer.server_close()
+    with _peer(Garbage) as url, pytest.raises(PRMClientError) as err:
+        PRMClient(url, retries=0).score(["q"], [["a", "b"]])
+    assert message in str(err.value)
 
 
 def test_client_passes_valid_scores_as_floats():
