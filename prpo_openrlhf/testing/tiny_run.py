@@ -16,6 +16,7 @@ import os
 import shutil
 from pathlib import Path
 
+from prpo_openrlhf.fileio import replace_atomically
 from prpo_openrlhf.testing.tiny_models import write_tiny_lm, write_tiny_prm
 
 
@@ -46,9 +47,8 @@ def write_tiny_run(root: str | os.PathLike, *, prompts: int = 4, prm_hidden: int
                       lambda p: write_tiny_prm(p, hidden_size=prm_hidden, num_layers=prm_layers))
     data = root / f"prompts-{prompts}.jsonl"
     if not data.exists():
-        tmp = data.with_name(f".{data.name}.tmp-{os.getpid()}")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in prompt_rows(prompts)))
-        os.replace(tmp, data)
+        text = "".join(json.dumps(r) + "\n" for r in prompt_rows(prompts))
+        replace_atomically(data, lambda tmp: tmp.write_text(text))
     return {"POLICY_MODEL": str(policy), "PRM_MODEL": str(prm), "PROMPT_DATA": str(data)}
 
 

@@ -78,7 +78,6 @@ def install_cpu_shim() -> None:
     import deepspeed.comm.torch as ds_comm
     import openrlhf.trainer.ray.ppo_actor as ppo_actor
     import openrlhf.utils.deepspeed.deepspeed as ds_strategy
-    import openrlhf.utils.distributed_util as dist_util
 
     torch.cuda.set_device = lambda device=None: None
     torch.cuda.current_device = lambda: "cpu"
@@ -87,7 +86,6 @@ def install_cpu_shim() -> None:
     torch.cuda.empty_cache = lambda: None
     ds_strategy.init_device_mesh = functools.partial(_cpu_mesh, ds_strategy.init_device_mesh)
     ds_comm.build_shm_op = lambda: None  # gloo carries DeepSpeed's collectives
-    dist_util.stateless_init_process_group = StoreBroadcastGroup.create
     ppo_actor.stateless_init_process_group = StoreBroadcastGroup.create
     ppo_actor.NaiveReplayBuffer = CPUReplayBuffer
     # flash-attn's Triton cross-entropy imports on CPU but needs CUDA when called; a failed
@@ -197,7 +195,7 @@ class CPUWorkerWrap(WorkerWrap):
 
 
 class _CPURollout:
-    kv_cache_mib = 256
+    kv_cache_mib: int  # set by cpu_rollout_actor_class from --prpo.cpu_kv_cache_mib
 
     async def __init__(self, *args, **kwargs):
         install_cpu_shim()
