@@ -37,7 +37,10 @@ def add_prm_args(parser: argparse.ArgumentParser) -> None:
                    default="Please reason step by step, and put your final answer within \\boxed{}.")
     g.add_argument("--prm.max_failures", type=int, default=3,
                    help="PRM actor failures tolerated within one step before the run stops")
-    g.add_argument("--prm.timeout_s", type=float, default=600.0, help="timeout of one PRM scoring call")
+    g.add_argument("--prm.timeout_s", type=float, default=600.0,
+                   help="deadline of one PRM call (one prompt group, or the batch), counted from its "
+                        "submission: queueing, actor restarts and retries included; the shared "
+                        "service is told the time left")
 
 
 def add_prpo_args(parser: argparse.ArgumentParser) -> None:
@@ -124,6 +127,8 @@ def check_prpo_args(args) -> None:
         errors.append("--prpo.k and --prpo.min_gap must be >= 1")
     if args.prpo.prior_std <= 0:
         errors.append("--prpo.prior_std must be > 0")
+    if not prm.timeout_s > 0:
+        errors.append("--prm.timeout_s must be > 0: every PRM call needs a deadline")
     if errors:
         raise SystemExit("train_prpo_ray: invalid arguments:\n  - " + "\n  - ".join(errors))
 

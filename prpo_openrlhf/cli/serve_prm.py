@@ -6,7 +6,9 @@
 
 Binds to 127.0.0.1 unless ``--host`` says otherwise. The bearer token is read from the
 environment variable named by ``--token-env`` (default PRPO_PRM_TOKEN) or from
-``--token-file``, never from the command line, where other users could read it in ``ps``.
+``--token-file``, never from the command line, where other users could read it in ``ps``. An
+empty or blank token (an empty file, a variable set to "") stops the start-up: it would
+otherwise turn authentication off without a word.
 Endpoints and error codes: prpo_openrlhf/prm/server.py and docs/prm.md.
 """
 from __future__ import annotations
@@ -16,6 +18,8 @@ import logging
 import os
 import signal
 import sys
+
+from prpo_openrlhf.prm.server import DEFAULT_MAX_REQUEST_CHARS, DEFAULT_MAX_SEGMENTS
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -29,7 +33,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token-env", default="PRPO_PRM_TOKEN",
                    help="environment variable holding the bearer token (unset: no auth)")
     p.add_argument("--token-file", default=None, help="file holding the bearer token")
-    p.add_argument("--max-request-mb", type=float, default=32.0)
+    p.add_argument("--max-request-mb", type=float, default=32.0, help="body size limit")
+    p.add_argument("--max-request-chars", type=int, default=DEFAULT_MAX_REQUEST_CHARS,
+                   help="characters of problem and segment text per request (413 past it)")
+    p.add_argument("--max-segments", type=int, default=DEFAULT_MAX_SEGMENTS,
+                   help="segments per response (413 past it)")
+    p.add_argument("--call-timeout-s", type=float, default=600.0,
+                   help="deadline of one call (a client's own shorter deadline wins); 504 past it")
+    p.add_argument("--max-connections", type=int, default=64,
+                   help="connections served at once; more are answered 503")
+    p.add_argument("--idle-timeout-s", type=float, default=30.0,
+                   help="close a connection that sends nothing for this long")
     p.add_argument("--dtype", default="auto", help="auto | fp32 | bf16 | fp16")
     p.add_argument("--device", default=None, help="hf backend: cpu | cuda | cuda:N")
     p.add_argument("--max-length", type=int, default=None,
@@ -49,8 +63,17 @@ def build_parser() -> argparse.ArgumentParser:
 def _token(args) -> str | None:
     if args.token_file:
         with open(args.token_file, encoding="utf-8") as fh:
-            return fh.read().strip() or None
-    return os.environ.get(args.token_env) or None
+            token, source = fh.read().strip(), f"--token-file {args.token_file}"
+    else:
+        token, source = os.environ.get(args.token_env), f"${args.token_env}"
+        if token is None:
+            return None
+        token = token.strip()
+    if not token:
+        raise SystemExit(f"prpo-serve-prm: {source} holds an empty token; put the token there, "
+                         f"or unset ${args.token_env} and give no --token-file to serve without "
+                         "authentication")
+    return token
 
 
 def _scorer_kwargs(args) -> dict:
@@ -98,7 +121,10 @@ def main(argv=None) -> int:
 
     scorer = build_scorer(args)
     server = PRMServer(scorer, args.host, args.port, token=token,
-                       max_request_bytes=int(args.max_request_mb * (1 << 20)))
+                       max_request_bytes=int(args.max_request_mb * (1 << 20)),
+                       max_request_chars=args.max_request_chars, max_segments=args.max_segments,
+                       call_timeout_s=args.call_timeout_s, max_connections=args.max_connections,
+                       idle_timeout_s=args.idle_timeout_s)
     # Launchers (and tests) read the bound port from this line when --port 0 is used.
     print(f"prpo-serve-prm: serving {args.model} ({args.backend}) on {server.url}", flush=True)
     # SIGTERM (e.g. from a job scheduler) shuts down like Ctrl-C: sockets and actors released.

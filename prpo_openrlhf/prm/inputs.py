@@ -68,13 +68,23 @@ def validate_batch(problems, segments) -> None:
         raise ValueError(f"got {len(problems)} problems but {len(segments)} segment lists; "
                          "they must pair up one to one")
     for i, (p, segs) in enumerate(zip(problems, segments)):
-        if not isinstance(p, str):
-            raise TypeError(f"problems[{i}] is {type(p).__name__}, expected str")
+        _check_text(p, f"problems[{i}]")
         if not isinstance(segs, (list, tuple)):
             raise TypeError(f"segments[{i}] is {type(segs).__name__}, expected a list of str")
         for j, s in enumerate(segs):
-            if not isinstance(s, str):
-                raise TypeError(f"segments[{i}][{j}] is {type(s).__name__}, expected str")
+            _check_text(s, f"segments[{i}][{j}]")
+
+
+def _check_text(text, where: str) -> None:
+    if not isinstance(text, str):
+        raise TypeError(f"{where} is {type(text).__name__}, expected str")
+    # JSON can carry a lone surrogate ("\\ud800"); no tokenizer can encode it.
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise ValueError(f"{where} is not valid Unicode text ({err.reason} at index "
+                             f"{err.start})") from None
 
 
 class PRMInputBuilder:

@@ -12,7 +12,9 @@ fewer shards, given to the actors in turn). Fault handling: actors are created w
 restarts one that dies (it keeps its bundle); the shard it was scoring is sent again. A shard
 that fails ``max_failures`` times makes the call raise :class:`PRMActorGroupError` naming the
 actor. Errors raised by the scorer itself (bad input, non-finite scores) are not retried.
-Nothing is ever filled in for a lost shard. Calls may come from several threads at once (the
+Nothing is ever filled in for a lost shard. Every call has one deadline, ``call_timeout_s``
+from its dispatch (waits for a restart included): past it ``result()`` raises TimeoutError and
+the call's shards still queued on the actors are cancelled. Calls may come from several threads at once (the
 PRM service does that): each actor queues its own calls, so such calls run side by side.
 """
 from __future__ import annotations
@@ -80,8 +82,10 @@ def split_shards(costs: list[int], n: int) -> list[tuple[int, int]]:
 class PRMScoreFuture:
     """Handle of one in-flight group call; ``result()`` gathers shards and retries dead actors."""
 
-    def __init__(self, group: "PRMActorGroup", problems, segments, max_failures: int):
+    def __init__(self, group: "PRMActorGroup", problems, segments, max_failures: int,
+                 timeout_s: float | None):
         self._group = group
+        self.deadline = None if timeout_s is None else time.monotonic() + timeout_s
         self._problems, self._segments = problems, segments
         self._max_failures = max_failures
         costs = [len(p) + sum(len(s) for s in segs) + 1 for p, segs in zip(problems, segments)]
@@ -97,6 +101,7 @@ class PRMScoreFuture:
 
     def _submit(self, k: int):
         start, end = self._shards[k]
+        self._group.count("calls", self._actor_of[k])
         actor = self._group.actors[self._actor_of[k]]
         return actor.score_with_stats.remote(self._problems[start:end],
                                              self._segments[start:end])
@@ -111,7 +116,7 @@ class PRMScoreFuture:
             self._results[k] = ray.get(self._refs[k])
         except RayActorError as err:
             n = self.failures[k] = self.failures.get(k, 0) + 1
-            self._group.count_failure()
+            self._group.count("failures", self._actor_of[k])
             start, end = self._shards[k]
             if n >= self._max_failures:
                 raise PRMActorGroupError(
@@ -122,19 +127,24 @@ class PRMScoreFuture:
             logger.warning("PRM actor %d died scoring responses [%d, %d) (failure %d of %d); "
                            "retrying its shard after Ray restarts it", self._actor_of[k], start, end, n,
                            self._max_failures)
-            self._group.wait_restarted(self._actor_of[k])
+            self._group.wait_restarted(self._actor_of[k], self.deadline)
             self._refs[k] = self._submit(k)
 
     def result(self, timeout: float | None = None) -> tuple[list[list[float]], PRMStats]:
-        """Scores and merged stats; raises TimeoutError if not done within ``timeout`` s."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        """Scores and merged stats. Raises TimeoutError at the call's deadline, or after
+        ``timeout`` s if that comes first, and then cancels the shards still queued."""
+        deadlines = [d for d in (self.deadline, None if timeout is None else time.monotonic() + timeout)
+                     if d is not None]
+        deadline = min(deadlines, default=None)
         while len(self._results) < len(self._shards):
             pending = {r: k for k, r in self._refs.items() if k not in self._results}
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=left)
             if not ready:
-                raise TimeoutError(f"PRM group call not done within {timeout} s "
-                                   f"({len(pending)} of {len(self._shards)} shards pending)")
+                self.cancel()
+                raise TimeoutError(f"PRM group call not done by its deadline "
+                                   f"({len(pending)} of {len(self._shards)} shards pending on "
+                                   f"actor(s) {sorted({self._actor_of[k] for k in pending.values()})})")
             for ref in ready:
                 self._collect(pending[ref])
         scores, parts = [], []
@@ -147,6 +157,13 @@ class PRMScoreFuture:
         self._group.last_stats = stats
         return scores, stats
 
+    def cancel(self) -> None:
+        """Drop this call's shards that are still queued on their actors (a shard being scored
+        runs to its end: a forward pass cannot be interrupted)."""
+        for k, ref in self._refs.items():
+            if k not in self._results:
+                ray.cancel(ref)
+
 
 class PRMActorGroup:
     """N PRM actors on a placement group of their own; scores batches split across them.
@@ -156,6 +173,7 @@ class PRMActorGroup:
     num_cpus_per_actor (1); max_failures per shard and call (3); max_restarts per actor
     (-1 = unlimited: over a long training an actor may die more than a few times);
     placement_strategy ("PACK"); ready_timeout_s (600, covers model loading);
+    call_timeout_s (600: the deadline of each call from its dispatch; None = no deadline);
     any other keyword goes to :class:`PRMScorer` (dtype, max_length, engine_kwargs, ...).
     """
 
@@ -164,7 +182,8 @@ class PRMActorGroup:
     def __init__(self, model_name_or_path: str, num_actors: int = 1, backend: str = "hf", *,
                  min_shard_responses: int = 8, num_gpus_per_actor: float | None = None, num_cpus_per_actor: float = 1,
                  max_failures: int = 3, max_restarts: int = -1, placement_strategy: str = "PACK",
-                 ready_timeout_s: float = 600.0, **scorer_kwargs):
+                 ready_timeout_s: float = 600.0, call_timeout_s: float | None = 600.0,
+                 **scorer_kwargs):
         if num_actors < 1 or max_failures < 1:
             raise ValueError("num_actors and max_failures must be at least 1")
         if not ray.is_initialized():
@@ -176,7 +195,9 @@ class PRMActorGroup:
         self._next_actor = 0
         self._lock = threading.Lock()  # the turn and the failure count, for calls from threads
         self.ready_timeout_s = ready_timeout_s
-        self.total_failures = 0
+        self.call_timeout_s = call_timeout_s
+        self.model_name_or_path, self.backend = str(model_name_or_path), backend
+        self.counts = {"calls": [0] * num_actors, "failures": [0] * num_actors}
         self.last_stats: PRMStats | None = None
         bundle = {"CPU": num_cpus_per_actor}
         if num_gpus_per_actor:
@@ -196,8 +217,9 @@ class PRMActorGroup:
             ).remote(model_name_or_path, backend, scorer_kwargs, threads)
             for i in range(num_actors)
         ]
-        self._wait_ready([a.info.remote() for a in self.actors], ready_timeout_s,
-                         f"{num_actors} PRM actors ({model_name_or_path})")
+        # What the actors said at start-up: describe() answers from it without asking them.
+        self.started = self._wait_ready([a.info.remote() for a in self.actors], ready_timeout_s,
+                                        f"{num_actors} PRM actors ({model_name_or_path})")
 
     def _wait_ready(self, refs, timeout: float, what: str):
         try:
@@ -216,19 +238,23 @@ class PRMActorGroup:
             first, self._next_actor = self._next_actor, (self._next_actor + n) % len(self.actors)
         return [(first + k) % len(self.actors) for k in range(n)]
 
-    def count_failure(self) -> None:
+    def count(self, what: str, k: int) -> None:
         with self._lock:
-            self.total_failures += 1
+            self.counts[what][k] += 1
 
-    def wait_restarted(self, k: int) -> None:
+    @property
+    def total_failures(self) -> int:
+        return sum(self.counts["failures"])
+
+    def wait_restarted(self, k: int, deadline: float | None = None) -> None:
         """Block until actor ``k`` answers again after a crash.
 
         While Ray restarts an actor (a new process that reloads the model), calls to it fail at
         once with ActorUnavailableError; resubmitting the shard straight away would burn the
         failure budget on one crash. A permanently dead actor returns here at once, and the
-        resubmitted shard then fails and counts.
+        resubmitted shard then fails and counts. ``deadline`` (monotonic) is the call's.
         """
-        deadline = time.monotonic() + self.ready_timeout_s
+        deadline = min(time.monotonic() + self.ready_timeout_s, deadline or float("inf"))
         delay = 0.1
         while True:
             try:
@@ -244,23 +270,37 @@ class PRMActorGroup:
                 break
             except RayActorError:
                 return
-        raise PRMActorGroupError(f"PRM actor {k} did not come back within "
-                                 f"{self.ready_timeout_s:.0f} s of a crash")
+        raise PRMActorGroupError(f"PRM actor {k} did not come back from a crash before the "
+                                 f"call's deadline (ready_timeout_s={self.ready_timeout_s:.0f})")
 
     def info(self) -> list[dict]:
+        """Each actor's live state; waits behind the calls queued on it (see :meth:`describe`)."""
         return ray.get([a.info.remote() for a in self.actors])
 
+    def describe(self) -> dict:
+        """The group from the driver's own counters: never waits on a busy or restarting actor."""
+        first = self.started[0] if self.started else {}
+        with self._lock:
+            actors = [{"pid_at_start": s.get("pid"), "host": s.get("host"), "calls": c, "failures": f}
+                      for s, c, f in zip(self.started, self.counts["calls"], self.counts["failures"])]
+        return {"model": self.model_name_or_path, "backend": self.backend,
+                "max_length": first.get("max_length"), "step_tag": first.get("step_tag"),
+                "call_timeout_s": self.call_timeout_s, "actors": actors}
+
     def score_async(self, problems: list[str], segments: list[list[str]],
-                    max_failures: int | None = None) -> PRMScoreFuture:
-        """Dispatch a batch now; the returned future's ``result()`` gives (scores, stats)."""
+                    max_failures: int | None = None, timeout_s: float | None = None) -> PRMScoreFuture:
+        """Dispatch a batch now; the returned future's ``result()`` gives (scores, stats).
+
+        ``timeout_s``: this call's deadline from now (default ``call_timeout_s``)."""
         from .inputs import validate_batch
 
         validate_batch(problems, segments)
         return PRMScoreFuture(self, list(problems), [list(s) for s in segments],
-                              max_failures or self.max_failures)
+                              max_failures or self.max_failures,
+                              self.call_timeout_s if timeout_s is None else timeout_s)
 
     def score_with_stats(self, problems, segments, timeout: float | None = None):
-        return self.score_async(problems, segments).result(timeout)
+        return self.score_async(problems, segments, timeout_s=timeout).result()
 
     def score(self, problems: list[str], segments: list[list[str]],
               timeout: float | None = None) -> list[list[float]]:

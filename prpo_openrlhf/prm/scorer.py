@@ -64,6 +64,14 @@ class PRMStats:
         return total
 
 
+@dataclass
+class PreparedBatch:
+    """A checked, tokenized batch waiting for the model (see :meth:`PRMScorer.prepare`)."""
+
+    encoded: list  # EncodedResponse per response
+    seconds: float  # spent tokenizing
+
+
 def _position_limit(config) -> int:
     limit = getattr(config, "max_position_embeddings", None)
     if not limit:
@@ -146,9 +154,18 @@ class PRMScorer:
 
     def score_with_stats(self, problems: list[str], segments: list[list[str]]
                          ) -> tuple[list[list[float]], PRMStats]:
+        return self.score_prepared(self.prepare(problems, segments))
+
+    def prepare(self, problems: list[str], segments: list[list[str]]) -> "PreparedBatch":
+        """Check and tokenize a batch (no model call): the part a service runs outside its lock."""
         validate_batch(problems, segments)
         start = time.perf_counter()
         encoded = [self.inputs.encode(p, list(s)) for p, s in zip(problems, segments)]
+        return PreparedBatch(encoded, time.perf_counter() - start)
+
+    def score_prepared(self, batch: "PreparedBatch") -> tuple[list[list[float]], PRMStats]:
+        start = time.perf_counter()
+        encoded = batch.encoded
         todo = [i for i, e in enumerate(encoded) if e.n_scored > 0]
         fwd = ForwardStats()
         probs = self.backend.positive_probs([encoded[i].ids for i in todo], stats=fwd) \
@@ -165,7 +182,7 @@ class PRMScorer:
                     f"PRM {self.model_name_or_path!r} ({self.backend_name}) produced non-finite "
                     f"scores {got.tolist()} for response {i}; check the checkpoint and dtype")
             scores.append(got.tolist() + [self.overlong_fill] * (enc.n_segments - enc.n_scored))
-        stats = self._stats(encoded, fwd, time.perf_counter() - start)
+        stats = self._stats(encoded, fwd, batch.seconds + time.perf_counter() - start)
         self.last_stats = stats
         return scores, stats
 

@@ -6,29 +6,40 @@ Endpoints (JSON in, JSON out):
   POST /score    {"problems": [str], "segments": [[str]]}
                  -> {"scores": [[float]], "stats": {...}}     (token needed if one is set)
 
-Errors are JSON ``{"error": "..."}`` with 400 (malformed body), 401 (missing/wrong bearer
-token), 404, 405, 411 (no Content-Length), 413 (body over the size limit), 500 (the PRM failed,
-e.g. non-finite scores). The stdlib ThreadingHTTPServer is enough: a training sends one request per
-prompt group (a few responses each, while its vLLM engines generate the others), and scoring
-is serialised behind a lock when one in-process model serves all (with ``--num-actors``, requests
-go to the actors side by side).
+Errors are JSON ``{"error": "..."}`` with 400 (malformed body or deadline header), 401
+(missing/wrong bearer token), 404, 405, 411 (no Content-Length), 413 (body, characters or segments
+over a limit; the message names it), 500 (the PRM failed, e.g. non-finite scores), 503 (too many
+open connections; nothing was read, so a client may send again), 504 (the call's deadline passed).
+Client errors (4xx) and clients that hang up before their answer are counted apart from PRM
+failures. The stdlib ThreadingHTTPServer is enough: a training sends one request per prompt group
+(a few responses each, while its vLLM engines generate the others), and scoring is serialised
+behind a lock when one in-process model serves all; the tokenization runs outside the lock, so a
+large request holds the others back only for its forward pass (with ``--num-actors``, requests
+go to the actors side by side). Every call has one deadline: the client's (header
+``X-PRM-Timeout-S``, seconds left) or ``call_timeout_s``, whichever is sooner. Connections are
+capped (``max_connections`` handler threads) and idle ones closed after ``idle_timeout_s``.
 Binds to 127.0.0.1 unless told otherwise.
 """
 from __future__ import annotations
 
-import contextlib
 import hmac
 import json
 import logging
+import math
+import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from .client import DEADLINE_HEADER
 from .inputs import validate_batch
 from .scorer import PRMScoreError
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_REQUEST_BYTES = 32 << 20
+DEFAULT_MAX_REQUEST_CHARS = 4_000_000  # ~1M tokens: 128 responses of 8k tokens
+DEFAULT_MAX_SEGMENTS = 1024            # per response
 
 
 class _HTTPError(Exception):
@@ -38,25 +49,31 @@ class _HTTPError(Exception):
 
 
 class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"   # keep-alive: a training reuses one connection
-    timeout = 120                   # seconds a client may take to send its request
+    protocol_version = "HTTP/1.1"   # keep-alive for clients that want it
     server_version = "prpo-prm"
-    service: "PRMServer"            # set on the subclass built by PRMServer
+    service: "PRMServer"            # set on the subclass built by PRMServer; so is ``timeout``
 
     def log_message(self, fmt, *args):  # route access logs through logging, not stderr
         logger.info("%s %s", self.address_string(), fmt % args)
 
     def _send_json(self, status: int, payload: dict) -> None:
         body = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        if status == 401:
-            self.send_header("WWW-Authenticate", 'Bearer realm="prpo-prm"')
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            if status == 401:
+                self.send_header("WWW-Authenticate", 'Bearer realm="prpo-prm"')
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(body)
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError, socket.timeout):
+            # The client hung up (or its deadline passed) before its answer: not a PRM failure.
+            self.close_connection = True
+            self.service.count("disconnected")
+            logger.info("%s hung up before its %d answer", self.address_string(), status)
 
     def send_error(self, code, message=None, explain=None):
         # The base class answers protocol errors (bad request line, 501) in HTML; keep JSON.
@@ -84,7 +101,7 @@ class _Handler(BaseHTTPRequestHandler):
             length = int(length)
         except ValueError:
             self.close_connection = True
-            raise _HTTPError(400, f"bad Content-Length {length!r}") from None
+            raise _HTTPError(400, f"bad Content-Length {length[:40]!r}") from None
         if length < 0 or length > self.service.max_request_bytes:
             # The body is left unread, so this connection cannot be reused.
             self.close_connection = True
@@ -93,8 +110,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._body_read = True
         try:
             return json.loads(self.rfile.read(length))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise _HTTPError(400, f"body is not valid JSON: {err}") from None
+        except (ValueError, RecursionError) as err:
+            # ValueError covers bad UTF-8, bad JSON and integers too long to convert;
+            # RecursionError, nesting deeper than the parser's stack.
+            raise _HTTPError(400, f"body is not valid JSON: {type(err).__name__}: "
+                                  f"{str(err)[:200]}") from None
 
     def _drain_body(self) -> None:
         """Read and drop an unread body (up to a cap) before an error answer.
@@ -114,6 +134,21 @@ class _Handler(BaseHTTPRequestHandler):
                 break
             length -= len(chunk)
 
+    def _deadline(self) -> float:
+        """Monotonic deadline: the client's seconds left, capped by the service's own."""
+        limit = self.service.call_timeout_s
+        header = self.headers.get(DEADLINE_HEADER)
+        if header is not None:
+            try:
+                left = float(header)
+            except ValueError:
+                left = math.nan
+            if not (math.isfinite(left) and left > 0):
+                raise _HTTPError(400, f"{DEADLINE_HEADER} must be a positive number of seconds, "
+                                      f"got {header[:40]!r}")
+            limit = min(limit, left)
+        return time.monotonic() + limit
+
     def _dispatch(self, method: str) -> None:
         self._body_read = False
         try:
@@ -124,13 +159,12 @@ class _Handler(BaseHTTPRequestHandler):
             if route is None:
                 if path in {p for (_, p) in routes}:
                     raise _HTTPError(405, f"{method} not allowed on {path}")
-                raise _HTTPError(404, f"no such endpoint {path}")
+                raise _HTTPError(404, f"no such endpoint {path[:200]}")
             if path != "/health":
                 self._check_token()
-            self._send_json(200, route())
-            return
+            payload = route()
         except _HTTPError as err:
-            self.service.count("rejected")
+            self.service.count("timed_out" if err.status == 504 else "rejected")
             status, message = err.status, err.message
         except PRMScoreError as err:
             self.service.count("failed")
@@ -139,6 +173,9 @@ class _Handler(BaseHTTPRequestHandler):
             logger.exception("PRM request failed")
             self.service.count("failed")
             status, message = 500, f"{type(err).__name__}: {err}"
+        else:
+            self._send_json(200, payload)
+            return
         # A body may be left unread after an error; never reuse such a connection.
         self._drain_body()
         self.close_connection = True
@@ -149,6 +186,7 @@ class _Handler(BaseHTTPRequestHandler):
         return {"status": "ok"}
 
     def _score(self) -> dict:
+        deadline = self._deadline()
         body = self._read_json()
         if not isinstance(body, dict) or "problems" not in body or "segments" not in body:
             raise _HTTPError(400, 'body must be a JSON object {"problems": [...], '
@@ -158,7 +196,8 @@ class _Handler(BaseHTTPRequestHandler):
             validate_batch(problems, segments)
         except (TypeError, ValueError) as err:
             raise _HTTPError(400, str(err)) from None
-        scores, stats = self.service.score_with_stats(problems, segments)
+        self.service.check_limits(problems, segments)
+        scores, stats = self.service.score_with_stats(problems, segments, deadline)
         return {"scores": scores, "stats": stats.as_dict()}
 
     def do_GET(self):
@@ -174,26 +213,92 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch("DELETE")
 
 
+class _CappedHTTPServer(ThreadingHTTPServer):
+    """At most ``max_connections`` connections get a handler thread. One more is answered 503
+    (nothing of it was read, so sending it again is safe) from a short-lived thread of its own,
+    which reads what the client sent so that it gets the answer rather than a reset; past a
+    second cap of such answers, connections are closed at once."""
+
+    daemon_threads = True
+    REFUSE_S = 2.0
+
+    def __init__(self, address, handler, max_connections: int, on_refuse):
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._refusals = threading.BoundedSemaphore(max_connections)
+        self._on_refuse = on_refuse
+
+    def process_request(self, request, client_address):
+        if self._slots.acquire(blocking=False):
+            try:
+                super().process_request(request, client_address)
+            except BaseException:
+                self._slots.release()
+                raise
+            return
+        self._on_refuse()
+        if self._refusals.acquire(blocking=False):
+            threading.Thread(target=self._refuse, args=(request,), daemon=True).start()
+        else:
+            self.shutdown_request(request)
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def _refuse(self, request) -> None:
+        body = b'{"error": "too many open connections; try again"}'
+        try:
+            request.settimeout(self.REFUSE_S)
+            request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                            b"Retry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+                            % (len(body), body))
+            request.shutdown(socket.SHUT_WR)
+            end = time.monotonic() + self.REFUSE_S
+            while time.monotonic() < end and request.recv(1 << 16):
+                pass
+        except OSError:
+            pass
+        finally:
+            self.shutdown_request(request)
+            self._refusals.release()
+
+
 class PRMServer:
     """Serve ``scorer`` (a PRMScorer or PRMActorGroup) over HTTP.
 
     ``port=0`` picks a free port (see ``.port``). ``token``: bearer token required on /score and
-    /info (None = no auth; only sensible on 127.0.0.1).
+    /info (None = no auth; only sensible on 127.0.0.1; a blank token is refused). Limits:
+    ``max_request_bytes`` of body, ``max_request_chars`` of text in problems and segments,
+    ``max_segments`` per response, ``call_timeout_s`` per call, ``max_connections`` open at once,
+    ``idle_timeout_s`` for a connection that sends nothing.
     """
 
     def __init__(self, scorer, host: str = "127.0.0.1", port: int = 0, *,
                  token: str | None = None,
-                 max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES):
+                 max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+                 max_request_chars: int = DEFAULT_MAX_REQUEST_CHARS,
+                 max_segments: int = DEFAULT_MAX_SEGMENTS, call_timeout_s: float = 600.0,
+                 max_connections: int = 64, idle_timeout_s: float = 30.0):
+        if token is not None and not token.strip():
+            raise ValueError("the bearer token is empty or blank; give a real token, or none "
+                             "to serve without authentication")
         self.scorer = scorer
-        self.token = token or None
+        self.token = token
         self.max_request_bytes = int(max_request_bytes)
+        self.max_request_chars, self.max_segments = int(max_request_chars), int(max_segments)
+        self.call_timeout_s = float(call_timeout_s)
+        self.max_connections, self.idle_timeout_s = int(max_connections), float(idle_timeout_s)
         self._score_lock = threading.Lock()
         self._count_lock = threading.Lock()
-        self._counts = {"served": 0, "rejected": 0, "failed": 0, "responses": 0,
-                        "segments": 0, "filled_segments": 0}
-        handler = type("PRMHandler", (_Handler,), {"service": self})
-        self.httpd = ThreadingHTTPServer((host, port), handler)
-        self.httpd.daemon_threads = True
+        self._counts = {"served": 0, "rejected": 0, "failed": 0, "timed_out": 0,
+                        "disconnected": 0, "refused_connections": 0, "in_flight": 0,
+                        "responses": 0, "segments": 0, "filled_segments": 0}
+        handler = type("PRMHandler", (_Handler,), {"service": self, "timeout": self.idle_timeout_s})
+        self.httpd = _CappedHTTPServer((host, port), handler, self.max_connections,
+                                       lambda: self.count("refused_connections"))
         self._thread: threading.Thread | None = None
 
     @property
@@ -212,13 +317,43 @@ class PRMServer:
         with self._count_lock:
             self._counts[key] += n
 
-    def score_with_stats(self, problems, segments):
-        # One in-process model: scoring is serialised and requests queue in their threads. A
-        # PRMActorGroup takes calls side by side (each actor queues its own), so that requests
-        # of one prompt group each keep all its actors busy.
-        lock = contextlib.nullcontext() if getattr(self.scorer, "concurrent_calls", False) else self._score_lock
-        with lock:
-            scores, stats = self.scorer.score_with_stats(problems, segments)
+    def check_limits(self, problems, segments) -> None:
+        """413 naming the limit for a request over ``max_request_chars`` or ``max_segments``."""
+        for i, segs in enumerate(segments):
+            if len(segs) > self.max_segments:
+                raise _HTTPError(413, f"response {i} has {len(segs)} segments; the limit is "
+                                      f"{self.max_segments} per response (--max-segments)")
+        chars = sum(map(len, problems)) + sum(len(s) for segs in segments for s in segs)
+        if chars > self.max_request_chars:
+            raise _HTTPError(413, f"request holds {chars} characters of text; the limit is "
+                                  f"{self.max_request_chars} (--max-request-chars): send fewer "
+                                  "responses per request")
+
+    def score_with_stats(self, problems, segments, deadline: float | None = None):
+        """Score by ``deadline`` (monotonic; default ``call_timeout_s`` from now), else 504."""
+        deadline = time.monotonic() + self.call_timeout_s if deadline is None else deadline
+        self.count("in_flight")
+        try:
+            if getattr(self.scorer, "concurrent_calls", False):
+                # A PRMActorGroup takes calls side by side (each actor queues its own), so that
+                # requests of one prompt group each keep all its actors busy.
+                try:
+                    scores, stats = self.scorer.score_with_stats(
+                        problems, segments, timeout=max(0.0, deadline - time.monotonic()))
+                except TimeoutError as err:
+                    raise _HTTPError(504, f"not scored by the call's deadline: {err}") from None
+            else:
+                # One in-process model: tokenize outside the lock, then queue for the forward.
+                batch = self.scorer.prepare(problems, segments)
+                if not self._score_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                    raise _HTTPError(504, "not scored: the call's deadline passed while it waited "
+                                          "behind other requests")
+                try:
+                    scores, stats = self.scorer.score_prepared(batch)
+                finally:
+                    self._score_lock.release()
+        finally:
+            self.count("in_flight", -1)
         with self._count_lock:
             self._counts["served"] += 1
             self._counts["responses"] += stats.responses
@@ -227,12 +362,14 @@ class PRMServer:
         return scores, stats
 
     def info_payload(self) -> dict:
-        info = self.scorer.info() if hasattr(self.scorer, "info") else {}
-        if isinstance(info, list):  # PRMActorGroup: one dict per actor
-            info = {"actors": info}
+        """From counters and start-up facts only: never waits on a busy model or actor."""
+        describe = getattr(self.scorer, "describe", None) or self.scorer.info
         with self._count_lock:
-            return {**info, "counts": dict(self._counts),
-                    "max_request_bytes": self.max_request_bytes}
+            counts = dict(self._counts)
+        return {**describe(), "counts": counts, "limits": {
+            "max_request_bytes": self.max_request_bytes, "max_request_chars": self.max_request_chars,
+            "max_segments": self.max_segments, "call_timeout_s": self.call_timeout_s,
+            "max_connections": self.max_connections, "idle_timeout_s": self.idle_timeout_s}}
 
     def serve_forever(self) -> None:
         self.httpd.serve_forever(poll_interval=0.2)

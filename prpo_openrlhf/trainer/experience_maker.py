@@ -36,8 +36,8 @@ logger = init_logger(__name__)
 class PRPOExperienceMaker(RemoteExperienceMaker):
     """RemoteExperienceMaker whose advantages can fuse PRM scores with group-relative outcomes.
 
-    ``prm`` is any object with ``score_async(problems, segments)`` whose ``.result(timeout)``
-    returns ``(scores, stats)``: one list of floats in [0, 1] per response (one per segment) and
+    ``prm`` is any object with ``score_async(problems, segments)`` whose ``.result()``
+    returns, by the call's own deadline, ``(scores, stats)``: one list of floats in [0, 1] per response (one per segment) and
     a PRMStats. PRMActorGroup and PRMClient provide it.
     """
 
@@ -65,7 +65,7 @@ class PRPOExperienceMaker(RemoteExperienceMaker):
             self._actor_log_probs = None  # never hand one step's log probs to the next
 
         t0 = time.time()
-        per_sample, stats = self.dispatcher.collect(rollout_samples, self.args.prm.timeout_s)
+        per_sample, stats = self.dispatcher.collect(rollout_samples)
         waited = time.time() - t0
         self._process = {s.index[0]: (scores_to_tokens([scores], ids[None])[0], ids)
                          for s, (scores, ids) in zip(rollout_samples, per_sample)}

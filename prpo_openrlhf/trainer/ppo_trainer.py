@@ -19,8 +19,8 @@ from prpo_openrlhf.trainer.experience_maker import PRPOExperienceMaker
 def make_prm(args):
     """The PRM the experience maker submits to, from ``--prm.*``; None when unused.
 
-    Both kinds offer ``score_async(problems, segments)`` whose ``.result(timeout)`` gives
-    ``(scores, stats)``: a PRM actor group on its own placement group, or a shared service.
+    Both kinds offer ``score_async(problems, segments)`` whose ``.result()`` gives
+    ``(scores, stats)`` or raises at the call's deadline (``--prm.timeout_s`` from submission): a PRM actor group on its own placement group, or a shared service.
     """
     prm = args.prm
     if args.algo.advantage.estimator not in PRM_ESTIMATORS:
@@ -28,7 +28,8 @@ def make_prm(args):
     if prm.remote_url:
         from prpo_openrlhf.prm.client import PRMClient
 
-        return PRMClient(prm.remote_url, token=os.environ.get(prm.auth_token_env))
+        return PRMClient(prm.remote_url, token=os.environ.get(prm.auth_token_env),
+                         timeout_s=prm.timeout_s)
     from prpo_openrlhf.prm.ray_group import PRMActorGroup
 
     return PRMActorGroup(
@@ -36,6 +37,7 @@ def make_prm(args):
         num_actors=prm.num_nodes * prm.num_gpus_per_node,
         backend=prm.backend,
         max_failures=prm.max_failures,
+        call_timeout_s=prm.timeout_s,
         dtype=prm.dtype,
         max_length=prm.max_len,
         step_tag=prm.step_tag,

@@ -32,7 +32,7 @@ JOB_ATTR = "prm_job"
 class PRMJob:
     """One rollout's share of a PRM submission: ``pending.result()[0][row]`` are its scores."""
 
-    pending: object  # has .result(timeout) -> (scores per response, PRMStats)
+    pending: object  # has .result() -> (scores per response, PRMStats), by the call's deadline
     row: int
     segment_ids: torch.Tensor  # (A,) segment of each action token, -1 off the response
 
@@ -110,17 +110,19 @@ class PRMDispatcher:
             self.submit(todo[start:start + self.n])
         return len(todo)
 
-    def collect(self, samples, timeout_s: float | None):
+    def collect(self, samples):
         """Per rollout: (its segment scores, its segment ids); and the merged PRMStats.
 
-        Raises whatever the PRM raises (after its own retries): a step never goes on with
+        Each submission carries its own deadline (``--prm.timeout_s`` from submission), so a
+        batch waits at most that long after its last submission. Raises whatever the PRM
+        raises (after its own retries, or at the deadline): a step never goes on with
         made-up scores.
         """
         results, order = {}, []
         for s in samples:
             job = getattr(s, JOB_ATTR)
             if id(job.pending) not in results:
-                results[id(job.pending)] = job.pending.result(timeout=timeout_s)
+                results[id(job.pending)] = job.pending.result()
                 order.append(results[id(job.pending)])
         offsets = [0]
         for scores, _ in order[:-1]:

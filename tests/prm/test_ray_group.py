@@ -93,6 +93,39 @@ def test_service_over_the_group_scores_prompt_groups_side_by_side(group, hf_scor
     assert max(s0, s1) < min(e0, e1), f"the actors scored one after the other: {infos}"
 
 
+def test_a_stuck_actor_ends_the_call_at_its_deadline_and_info_answers_meanwhile(group, hf_scorer):
+    """Before: the group waited on a stuck actor without limit (ray.get without a timeout) and
+    the service's /info blocked behind the actors' queues."""
+    import requests
+
+    from prpo_openrlhf.prm import PRMClient, PRMClientError, PRMServer
+
+    pid = group.info()[0]["pid"]
+    server = PRMServer(group, port=0).start()
+    os.kill(pid, signal.SIGSTOP)  # a hung actor: alive to Ray, never answering
+    try:
+        start = time.monotonic()
+        future = group.score_async(BIG_PROBLEMS, BIG_SEGMENTS, timeout_s=2.0)
+        with pytest.raises(TimeoutError, match=r"pending on actor\(s\) \[0\]"):
+            future.result()
+        assert 1.9 < time.monotonic() - start < 10
+        start = time.monotonic()
+        info = requests.get(server.url + "/info", timeout=10).json()
+        assert time.monotonic() - start < 2 and info["actors"][0]["pid_at_start"] == pid
+        assert info["actors"][0]["calls"] >= 1 and info["call_timeout_s"] == 600.0
+        with pytest.raises(PRMClientError) as err:
+            PRMClient(server.url, timeout_s=2.0).score(BIG_PROBLEMS, BIG_SEGMENTS)
+        assert err.value.status == 504 and "deadline" in str(err.value)
+        assert server.info_payload()["counts"]["timed_out"] == 1
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        server.shutdown()
+    # The actor serves again once it resumes.
+    for a, b in zip(group.score(BIG_PROBLEMS, BIG_SEGMENTS, timeout=300),
+                    hf_scorer.score(BIG_PROBLEMS, BIG_SEGMENTS)):
+        assert a == pytest.approx(b, abs=1e-5)
+
+
 def test_actor_killed_mid_batch_is_restarted_and_its_share_retried(group, hf_scorer):
     pid = group.info()[0]["pid"]
     future = group.score_async(BIG_PROBLEMS, BIG_SEGMENTS)

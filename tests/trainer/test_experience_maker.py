@@ -330,7 +330,7 @@ def test_prm_gets_each_prompt_group_during_generation(rollout_responses, rollout
 
     # Per-group submissions give what one call over the whole batch gives (the entropy split
     # is per row, so segmenting the batch at once cuts the same segments).
-    per_sample, stats = maker.dispatcher.collect(samples, None)
+    per_sample, stats = maker.dispatcher.collect(samples)
     ids, texts = maker.dispatcher.segment(samples)
     problems = [maker.dispatcher.problem_of(s.prompts[0]) for s in samples]
     whole, whole_stats = prm_group.score_async(problems, texts).result()
