@@ -20,7 +20,8 @@ def make_prm(args):
     """The PRM the experience maker submits to, from ``--prm.*``; None when unused.
 
     Both kinds offer ``score_async(problems, segments)`` whose ``.result()`` gives
-    ``(scores, stats)`` or raises at the call's deadline (``--prm.timeout_s`` from submission): a PRM actor group on its own placement group, or a shared service.
+    ``(scores, stats)`` or raises at the call's deadline (``--prm.timeout_s`` from submission):
+    a PRM actor group on its own placement group, or a shared service.
     """
     prm = args.prm
     if args.algo.advantage.estimator not in PRM_ESTIMATORS:
