@@ -25,11 +25,13 @@ def _quiet() -> None:
 def build_parser() -> argparse.ArgumentParser:
     from prpo_openrlhf.local.compare import add_compare_flags
     from prpo_openrlhf.local.flags import add_train_flags
+    from prpo_openrlhf.local.tracking import add_logger_flags
 
     parser = argparse.ArgumentParser(prog="prpo-local", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="one training run", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_train_flags(train)
+    add_logger_flags(train)
     compare = sub.add_parser("compare", help="GRPO vs PRPO and the ablations, same seeds and budget")
     add_compare_flags(compare)
     return parser
@@ -43,9 +45,10 @@ def main(argv=None) -> int:
     try:
         if args.command == "train":
             from prpo_openrlhf.local.flags import config_from_args
+            from prpo_openrlhf.local.tracking import tracking_from_args
             from prpo_openrlhf.local.trainer import LocalTrainer
 
-            LocalTrainer(config_from_args(args)).train()
+            LocalTrainer(config_from_args(args), tracking=tracking_from_args(args)).train()
         else:
             from prpo_openrlhf.local.compare import run_compare
 

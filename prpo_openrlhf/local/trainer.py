@@ -5,7 +5,7 @@ outcome rewards (math-verify grader) -> per-token entropies (vLLM plugin or the 
 -> segments -> process scores (exact verifier or a PRM) -> advantages (any estimator) ->
 OpenRLHF's clipped surrogate (``PolicyLoss``) + KL loss to the reference (``compute_approx_kl``,
 k3) -> AdamW step. Writes ``metrics.jsonl``, ``learning_curve.png`` and a resumable checkpoint
-into the run directory.
+into the run directory, and the same metrics to TensorBoard / W&B when asked (``tracking.py``).
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from prpo_openrlhf.local.config import TrainConfig, UsageError, check, diff, lr_
 from prpo_openrlhf.local.flags import flag_of
 from prpo_openrlhf.local.rollout import PAPER_SYSTEM_PROMPT, HFRollout, VLLMRollout, chat_prompt_ids
 from prpo_openrlhf.local.task import ArithmeticTask, TaskConfig
+from prpo_openrlhf.local.tracking import Trackers, TrackingConfig
 from prpo_openrlhf.local.warmup import WarmupConfig, heldout_accuracy, warmed_up_policy
 
 
@@ -56,9 +57,10 @@ def default_engine(device: torch.device) -> str:
 
 
 class LocalTrainer:
-    def __init__(self, cfg: TrainConfig, log=print):
+    def __init__(self, cfg: TrainConfig, log=print, tracking: TrackingConfig | None = None):
         check(cfg)
         self.cfg, self.log = cfg, log
+        self.trackers = Trackers(tracking)  # fails here, before any loading, if they cannot start
         self.device = resolve_device(cfg.device)
         set_threads(cfg, self.device)
         self.engine_name = cfg.engine if cfg.engine != "auto" else default_engine(self.device)
@@ -279,8 +281,22 @@ class LocalTrainer:
         runlog.save_checkpoint(self.out, policy=self.policy, optimizer=self.opt, next_step=next_step,
                                config=dataclasses.asdict(self.cfg))
 
+    def _record(self, record: dict, every_step: bool = False) -> None:
+        runlog.append_metrics(self.out, record)
+        self.trackers.log(record, every_step)
+
     def train(self) -> list[dict]:
         """Run steps [start, num_steps); returns the metrics records of this run directory."""
+        self.trackers.open(dataclasses.asdict(self.cfg), self.start_step, self.log)
+        try:
+            records = self._train()
+        except BaseException:
+            self.trackers.close(exit_code=1)
+            raise
+        self.trackers.close()
+        return records
+
+    def _train(self) -> list[dict]:
         from tqdm import tqdm
 
         cfg = self.cfg
@@ -293,18 +309,18 @@ class LocalTrainer:
         for step in bar:
             if cfg.eval_steps > 0 and step % cfg.eval_steps == 0:
                 last_eval = self.evaluate(step)
-                runlog.append_metrics(self.out, last_eval)
+                self._record(last_eval, every_step=True)
             t0 = time.monotonic()
             exp, stats = self.make_experience(step)
             stats.update(self.update(exp, step))
             stats["time/step"] = time.monotonic() - t0
-            runlog.append_metrics(self.out, {"step": step, **stats})
+            self._record({"step": step, **stats})
             bar.set_postfix(acc=f"{stats['train/accuracy']:.2f}", len=f"{stats['train/response_length']:.0f}",
                             heldout=f"{last_eval['eval/accuracy']:.2f}" if last_eval else "-")
             if cfg.save_steps > 0 and (step + 1) % cfg.save_steps == 0:
                 self._save(step + 1)
         final = self.evaluate(cfg.num_steps)
-        runlog.append_metrics(self.out, final)
+        self._record(final, every_step=True)
         self._save(cfg.num_steps)
         self.policy.save_pretrained(self.out / "policy")
         self.tok.save_pretrained(self.out / "policy")

@@ -1,8 +1,7 @@
 """prpo-local end to end on CPU with a tiny warmed-up policy: training steps, metrics, resume.
 
-The warm-up here is a 64-wide policy with 30 SFT steps (seconds, not minutes): it has learned
-the answer format but little arithmetic, which is enough for the loop to run for real. The
-default-size warm-up is exercised by `prpo-local train` itself (see docs/local.md).
+The tiny warm-up (``TINY``, fixture ``cache_dir``) is in conftest.py. The default-size warm-up
+is exercised by `prpo-local train` itself (see docs/local.md).
 """
 import json
 import re
@@ -12,24 +11,7 @@ import torch
 
 from prpo_openrlhf.local import runlog
 from prpo_openrlhf.local.config import TrainConfig, UsageError
-from prpo_openrlhf.local.warmup import warmed_up_policy
-
-TINY = dict(warmup_steps=30, warmup_hidden_size=64, warmup_num_layers=2, prompts_per_step=4,
-            n_samples_per_prompt=4, train_batch_size=8, max_new_tokens=32, eval_problems=8, eval_steps=2,
-            save_steps=2, engine="hf", progress=False, lr=1e-3)
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    """One tiny warm-up per module, found by every trainer below through PRPO_CACHE_DIR."""
-    root = tmp_path_factory.mktemp("prpo_cache")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("PRPO_CACHE_DIR", str(root))
-    from prpo_openrlhf.local.trainer import warmup_config
-
-    path, _ = warmed_up_policy(warmup_config(TrainConfig(**TINY)), progress=False, log=lambda *_: None)
-    yield root, path
-    mp.undo()
+from tests.local.conftest import TINY
 
 
 def _train(out, **kw):
