@@ -126,7 +126,7 @@ def bench_model(name: str, vocab: int, hidden: int, tokens: int, args, tie: bool
     from vllm import LLM
     from vllm.inputs import TokensPrompt
 
-    from prpo_openrlhf.testing.vllm_cpu import cpu_engine_kwargs, in_process_engine_env
+    from prpo_openrlhf.vllm_cpu import cpu_engine_kwargs, in_process_engine_env
 
     with tempfile.TemporaryDirectory() as tmp:
         path = write_model(os.path.join(tmp, name), vocab, hidden, tie)

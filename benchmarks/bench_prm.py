@@ -148,7 +148,7 @@ def cpu_part(args, tmp: str) -> None:
 
 def vllm_vs_hf(args, path, hf, seqs, tokens, one_pass) -> None:
     from prpo_openrlhf.prm import PRMScorer
-    from prpo_openrlhf.testing.vllm_cpu import cpu_engine_kwargs, in_process_engine_env
+    from prpo_openrlhf.vllm_cpu import cpu_engine_kwargs, in_process_engine_env
 
     in_process_engine_env()
     t0 = time.perf_counter()

@@ -20,7 +20,14 @@ def add_prm_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--prm.model_name_or_path", type=str, default=None,
                    help="PRM checkpoint in the Qwen2ForProcessRewardModel layout, e.g. Qwen/Qwen2.5-Math-PRM-7B")
     g.add_argument("--prm.remote_url", type=str, default=None,
-                   help="URL of a shared `prpo-serve-prm` service instead of a local PRM actor group")
+                   help="URL of a shared PRM service (vLLM's server started by prm/vllm_serve.py, or "
+                        "prpo-serve-prm) instead of a local PRM actor group")
+    g.add_argument("--prm.remote_api", choices=("auto", "vllm", "prpo"), default="auto",
+                   help="API of --prm.remote_url: vLLM's /pooling or prpo-serve-prm's /score "
+                        "(auto: vLLM's server if it answers GET /v1/models)")
+    g.add_argument("--prm.tokenizer", type=str, default=None,
+                   help="with a vLLM PRM server: the PRM's tokenizer, to render inputs as PRMScorer "
+                        "does (default: the model id the server reports)")
     g.add_argument("--prm.auth_token_env", type=str, default="PRPO_PRM_TOKEN",
                    help="environment variable holding the service's bearer token (never a flag: it would be logged)")
     g.add_argument("--prm.num_nodes", type=int, default=1, help="nodes for the PRM actor group")

@@ -85,7 +85,7 @@ class VLLMBackend:
     def _cpu_kwargs(opts: BackendOptions, needed_len: int) -> dict:
         """The CPU build needs an explicit KV cache and a model length that fits it; running
         the engine core in-process makes start-up seconds instead of ~30 s."""
-        from prpo_openrlhf.testing.vllm_cpu import cpu_engine_kwargs, in_process_engine_env
+        from prpo_openrlhf.vllm_cpu import cpu_engine_kwargs, in_process_engine_env
 
         in_process_engine_env()
         if opts.tensor_parallel_size != 1:

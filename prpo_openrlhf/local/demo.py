@@ -40,7 +40,7 @@ def _tiny_models(root: Path) -> tuple[str, str]:
 def _rollouts(lm_path, prompts, n, max_tokens, temperature):
     from vllm import LLM, SamplingParams
 
-    from prpo_openrlhf.testing.vllm_cpu import cpu_engine_kwargs
+    from prpo_openrlhf.vllm_cpu import cpu_engine_kwargs
 
     llm = LLM(model=lm_path, **cpu_engine_kwargs(max_model_len=512))
     # The entropy plugin returns H_t of every sampled token with the token (no extra pass).
@@ -54,7 +54,7 @@ def _rollouts(lm_path, prompts, n, max_tokens, temperature):
 def _prm_scores(prm_path, problems, segment_texts) -> list[list[float]]:
     """One PRM pass per response through vLLM's pooling runner (PRMScorer builds the inputs)."""
     from prpo_openrlhf.prm import PRMScorer
-    from prpo_openrlhf.testing.vllm_cpu import cpu_engine_kwargs
+    from prpo_openrlhf.vllm_cpu import cpu_engine_kwargs
 
     scorer = PRMScorer(prm_path, backend="vllm", system_prompt=SYSTEM,
                        engine_kwargs=cpu_engine_kwargs(max_model_len=1024))
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     from prpo_openrlhf.algorithms.advantages import prpo_advantages
     from prpo_openrlhf.algorithms.rewards import grade_batch
     from prpo_openrlhf.algorithms.segmentation import entropy_segments
-    from prpo_openrlhf.testing.vllm_cpu import in_process_engine_env
+    from prpo_openrlhf.vllm_cpu import in_process_engine_env
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n_samples_per_prompt", type=int, default=4)

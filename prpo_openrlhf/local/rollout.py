@@ -101,7 +101,7 @@ class VLLMRollout:
     def __init__(self, model_path: str, tokenizer, *, max_model_len: int, seed: int,
                  want_entropy: bool, device: str = "cpu", gpu_memory_utilization: float = 0.3,
                  kv_cache_mib: int = 256):
-        from prpo_openrlhf.testing.vllm_cpu import cpu_engine_kwargs, in_process_engine_env
+        from prpo_openrlhf.vllm_cpu import cpu_engine_kwargs, in_process_engine_env
 
         in_process_engine_env()  # engine core in this process: weights can be loaded directly
         from vllm import LLM

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
+from prpo_openrlhf.vllm_cpu import sized_for_cpu
+
 
 @dataclass
 class ForwardStats:
@@ -102,9 +104,6 @@ class HFBackend:
         return out
 
 
-CPU_KV_CACHE_MIB = 256  # the PRM engine's KV cache on a machine without CUDA, unless engine_kwargs set one
-
-
 class VLLMBackend:
     """vLLM's pooling runner with step pooling on the tag token (``token_classify`` task)."""
 
@@ -117,11 +116,8 @@ class VLLMBackend:
         kwargs = dict(model=model_name_or_path, tokenizer=tokenizer or model_name_or_path,
                       runner="pooling", pooler_config={"step_tag_id": tag_id},
                       max_model_len=max_length, dtype=dtype)
-        if not torch.cuda.is_available():
-            # vLLM's CPU build would size its KV cache from a share of the machine's RAM and
-            # compile the model at start-up; a PRM scores short batches, so neither is needed.
-            kwargs.update(kv_cache_memory_bytes=CPU_KV_CACHE_MIB << 20, enforce_eager=True)
-        kwargs.update(engine_kwargs or {})
+        # On CPU: a small explicit KV cache and no compilation unless engine_kwargs size it.
+        kwargs = sized_for_cpu({**kwargs, **(engine_kwargs or {})})
         # The scorer cuts inputs at max_length; the engine must accept exactly that length.
         kwargs["max_model_len"] = max_length
         self.tag_id = tag_id

@@ -72,6 +72,29 @@ class PreparedBatch:
     seconds: float  # spent tokenizing
 
 
+def batch_stats(encoded, fwd: ForwardStats, seconds: float, max_length: int, fill: float,
+                step_tag: str) -> PRMStats:
+    """PRMStats of one scored batch; logs over-long responses and stripped tags."""
+    truncated = [i for i, e in enumerate(encoded) if e.truncated]
+    stats = PRMStats(
+        responses=len(encoded), segments=sum(e.n_segments for e in encoded),
+        scored_segments=sum(e.n_scored for e in encoded),
+        truncated_responses=len(truncated), truncated_indices=truncated,
+        stripped_tags=sum(e.stripped_tags for e in encoded), tokens=fwd.tokens,
+        padded_tokens=fwd.padded_tokens, batches=fwd.batches, seconds=seconds)
+    stats.filled_segments = stats.segments - stats.scored_segments
+    if truncated:
+        longest = max(encoded[i].full_length for i in truncated)
+        logger.warning("PRM: %d of %d responses exceed max_length=%d tokens (longest %d); "
+                       "%d segments past the limit get the fill score %.3f",
+                       len(truncated), len(encoded), max_length, longest,
+                       stats.filled_segments, fill)
+    if stats.stripped_tags:
+        logger.warning("PRM: removed %d step tags %r found inside problem/segment text",
+                       stats.stripped_tags, step_tag)
+    return stats
+
+
 def _position_limit(config) -> int:
     limit = getattr(config, "max_position_embeddings", None)
     if not limit:
@@ -182,29 +205,10 @@ class PRMScorer:
                     f"PRM {self.model_name_or_path!r} ({self.backend_name}) produced non-finite "
                     f"scores {got.tolist()} for response {i}; check the checkpoint and dtype")
             scores.append(got.tolist() + [self.overlong_fill] * (enc.n_segments - enc.n_scored))
-        stats = self._stats(encoded, fwd, batch.seconds + time.perf_counter() - start)
+        stats = batch_stats(encoded, fwd, batch.seconds + time.perf_counter() - start,
+                            self.max_length, self.overlong_fill, self.inputs.step_tag)
         self.last_stats = stats
         return scores, stats
-
-    def _stats(self, encoded, fwd: ForwardStats, seconds: float) -> PRMStats:
-        truncated = [i for i, e in enumerate(encoded) if e.truncated]
-        stats = PRMStats(
-            responses=len(encoded), segments=sum(e.n_segments for e in encoded),
-            scored_segments=sum(e.n_scored for e in encoded),
-            truncated_responses=len(truncated), truncated_indices=truncated,
-            stripped_tags=sum(e.stripped_tags for e in encoded), tokens=fwd.tokens,
-            padded_tokens=fwd.padded_tokens, batches=fwd.batches, seconds=seconds)
-        stats.filled_segments = stats.segments - stats.scored_segments
-        if truncated:
-            longest = max(encoded[i].full_length for i in truncated)
-            logger.warning("PRM: %d of %d responses exceed max_length=%d tokens (longest %d); "
-                           "%d segments past the limit get the fill score %.3f",
-                           len(truncated), len(encoded), self.max_length, longest,
-                           stats.filled_segments, self.overlong_fill)
-        if stats.stripped_tags:
-            logger.warning("PRM: removed %d step tags %r found inside problem/segment text",
-                           stats.stripped_tags, self.inputs.step_tag)
-        return stats
 
     def info(self) -> dict:
         return {"model": self.model_name_or_path, "backend": self.backend_name,

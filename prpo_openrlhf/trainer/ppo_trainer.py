@@ -27,10 +27,11 @@ def make_prm(args):
     if args.algo.advantage.estimator not in PRM_ESTIMATORS:
         return None
     if prm.remote_url:
-        from prpo_openrlhf.prm.client import PRMClient
+        from prpo_openrlhf.prm.pooling_client import connect
 
-        return PRMClient(prm.remote_url, token=os.environ.get(prm.auth_token_env),
-                         timeout_s=prm.timeout_s)
+        return connect(prm.remote_url, prm.remote_api, token=os.environ.get(prm.auth_token_env),
+                       timeout_s=prm.timeout_s, tokenizer=prm.tokenizer, system_prompt=prm.system_prompt,
+                       step_tag=prm.step_tag, max_length=prm.max_len, overlong_fill=args.prpo.prior_mean)
     from prpo_openrlhf.prm.ray_group import PRMActorGroup
 
     return PRMActorGroup(

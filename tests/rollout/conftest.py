@@ -25,7 +25,7 @@ def peaked_lm_path(tmp_path_factory):
 def llm(peaked_lm_path):
     from vllm import LLM
 
-    from prpo_openrlhf.testing.vllm_cpu import cpu_engine_kwargs, in_process_engine_env
+    from prpo_openrlhf.vllm_cpu import cpu_engine_kwargs, in_process_engine_env
 
     in_process_engine_env()
     engine = LLM(model=peaked_lm_path, **cpu_engine_kwargs(max_model_len=256))

@@ -172,8 +172,10 @@ def test_every_other_launch_script_trains(script, extra, tiny_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_shared_prm_script_trains_against_a_prm_service(tiny_dir, tmp_path):
-    """train_prpo_..._shared_prm.sh against `prpo-serve-prm` on 127.0.0.1, with a bearer token."""
+@pytest.mark.parametrize("service", ["vllm", "prpo"])
+def test_shared_prm_script_trains_against_a_prm_service(service, tiny_dir, tmp_path):
+    """train_prpo_..._shared_prm.sh against a PRM service on 127.0.0.1 with a bearer token: vLLM's
+    server started by serve_prm.sh, or `prpo-serve-prm` (hf backend)."""
     import socket
 
     import requests
@@ -183,24 +185,27 @@ def test_shared_prm_script_trains_against_a_prm_service(tiny_dir, tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = {**os.environ, "PRPO_PRM_TOKEN": "tiny-secret"}
-    prm = write_tiny_run(tiny_dir)["PRM_MODEL"]
-    server = subprocess.Popen([sys.executable, "-m", "prpo_openrlhf.cli.serve_prm", "--model", prm, "--backend", "hf",
-                               "--port", str(port), "--device", "cpu"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, "PRPO_PRM_TOKEN": "tiny-secret", "PYTHON": sys.executable,
+           "PRM_MODEL": write_tiny_run(tiny_dir)["PRM_MODEL"], "PRM_PORT": str(port)}
+    cmd = ([str(SCRIPTS / "serve_prm.sh"), "--dtype", "float32"] if service == "vllm" else
+           [sys.executable, "-m", "prpo_openrlhf.cli.serve_prm", "--model", env["PRM_MODEL"],
+            "--backend", "hf", "--port", str(port), "--device", "cpu"])
+    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300
         while True:
             try:
                 if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).ok:
                     break
             except requests.ConnectionError:
-                assert time.monotonic() < deadline and server.poll() is None, "the PRM service did not come up"
-                time.sleep(1)
+                pass
+            assert time.monotonic() < deadline and server.poll() is None, "the PRM service did not come up"
+            time.sleep(1)
         out = run_tiny("train_prpo_qwen2.5_math_1.5b_shared_prm.sh", tiny_dir, tmp_path,
                        PRM_URL=f"http://127.0.0.1:{port}", PRPO_PRM_TOKEN="tiny-secret")
     finally:
-        server.kill()
+        server.terminate()
+        server.wait(timeout=60)
     assert out.returncode == 0, _tail(out)
     _assert_saved_model(tmp_path / "prpo_1.5b_shared")
     metrics = scalars(tmp_path / "logs", "prpo_1.5b_shared")
