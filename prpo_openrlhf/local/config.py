@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, fields
 
 from prpo_openrlhf.algorithms.segmentation import METHODS as SPLITS
-from prpo_openrlhf.local.task import HELDOUT_SIZE
+from prpo_openrlhf.local.task import HELDOUT_SIZE, TaskConfig, max_solution_bytes, parse_n_ops
 
 PRM_ESTIMATORS = ("prpo", "prm_avg", "prm_avg_prpo", "pure", "process_only")
 OUTCOME_ESTIMATORS = ("group_norm", "dr_grpo")
@@ -24,6 +24,10 @@ class TrainConfig:
     prm: str = "synthetic"            # "synthetic" = exact process verifier, else a PRM path
     prm_backend: str = "hf"
     verifier_mode: str = "strict"
+    # Simulated PRM errors on the exact verifier's segment scores (verifier.add_score_noise).
+    prm_noise_flip: float = 0.0       # probability that a segment score s becomes 1 - s
+    prm_noise_jitter: float = 0.0     # sigma of the Gaussian added to each score (then clipped)
+    prm_noise_seed: int = 0
     system_prompt: str = "auto"       # auto: none for the embedded policy, the paper's otherwise
     # algorithm
     estimator: str = "prpo"
@@ -39,6 +43,9 @@ class TrainConfig:
     length_penalty_threshold: int = 1024
     length_penalty_scale: float = 1024.0
     grader_timeout: float = 5.0
+    # task: operation counts per problem ("3,4": drawn uniformly); a string so that
+    # config.json / checkpoints round-trip it and resume compares it as written
+    n_ops: str = "2,3"
     # rollout
     engine: str = "auto"              # auto | hf | vllm
     prompts_per_step: int = 16
@@ -78,10 +85,23 @@ class TrainConfig:
 
     def __post_init__(self):
         self.estimator = ESTIMATOR_ALIASES.get(self.estimator, self.estimator)
+        try:  # one spelling per task ("4, 3" = "3,4"); a bad value is reported by check()
+            self.n_ops = ",".join(map(str, parse_n_ops(self.n_ops)))
+        except ValueError:
+            pass
 
     @property
     def needs_process(self) -> bool:
         return self.estimator in PRM_ESTIMATORS
+
+    @property
+    def task(self) -> TaskConfig:
+        """The synthetic task of the run (RL prompts, held-out set, and the warm-up's SFT data)."""
+        return TaskConfig(n_ops=parse_n_ops(self.n_ops))
+
+    @property
+    def prm_noise(self) -> bool:
+        return self.prm_noise_flip > 0 or self.prm_noise_jitter > 0
 
 
 # Fields that may change when a run is resumed (they do not alter what was trained so far).
@@ -124,8 +144,41 @@ def check(cfg: TrainConfig) -> None:
         errors.append(f"{flag_of('lr_scheduler')} must be constant or cosine_with_min_lr")
     if not (0 <= cfg.lr_warmup_ratio < 1 and 0 <= cfg.min_lr_ratio <= 1):
         errors.append(f"{flag_of('lr_warmup_ratio')} must lie in [0, 1) and {flag_of('min_lr_ratio')} in [0, 1]")
+    errors += _task_errors(cfg) + _noise_errors(cfg)
     if errors:
         raise UsageError("invalid arguments:\n  - " + "\n  - ".join(errors))
+
+
+def _task_errors(cfg: TrainConfig) -> list[str]:
+    """--local.n_ops must parse, and the embedded policy's longest solution must fit."""
+    from prpo_openrlhf.local.flags import flag_of
+
+    try:
+        task = cfg.task
+    except ValueError as exc:
+        return [f"{flag_of('n_ops')} {cfg.n_ops!r}: {exc}"]
+    # Only the embedded policy writes exactly the solution format with a byte-level tokenizer;
+    # an HF model writes prose around it in its own tokens, so its budget is the user's call.
+    need = max_solution_bytes(task) + 1  # + EOS: a response that cannot stop is cut off
+    if cfg.model is None and cfg.max_new_tokens < need:
+        return [f"{flag_of('max_new_tokens')} {cfg.max_new_tokens} is too small for {flag_of('n_ops')} "
+                f"{cfg.n_ops}: the longest {max(task.n_ops)}-operation solution is {need - 1} tokens plus EOS; "
+                f"use {flag_of('max_new_tokens')} {need} or more"]
+    return []
+
+
+def _noise_errors(cfg: TrainConfig) -> list[str]:
+    from prpo_openrlhf.local.flags import flag_of
+
+    errors = []
+    if not 0 <= cfg.prm_noise_flip <= 1:
+        errors.append(f"{flag_of('prm_noise_flip')} {cfg.prm_noise_flip} must lie in [0, 1]")
+    if cfg.prm_noise_jitter < 0:
+        errors.append(f"{flag_of('prm_noise_jitter')} {cfg.prm_noise_jitter} must be >= 0")
+    if cfg.prm_noise and cfg.prm != "synthetic":
+        errors.append(f"{flag_of('prm_noise_flip')} / {flag_of('prm_noise_jitter')} simulate an imperfect PRM "
+                      f"on the exact verifier: they need --prm synthetic (the default), not {cfg.prm!r}")
+    return errors
 
 
 def lr_factor(cfg: TrainConfig, update: int, total: int) -> float:

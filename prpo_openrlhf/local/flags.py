@@ -18,6 +18,11 @@ FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
             "'synthetic' (exact process verifier of the task) or a Qwen2ForProcessRewardModel path"),
     "prm_backend": (("--prm.backend",), "PRMScorer backend for a PRM path: hf or vllm"),
     "verifier_mode": (("--prm.verifier_mode",), "synthetic verifier: strict (0/1) or graded (fraction right)"),
+    "prm_noise_flip": (("--prm.noise.flip",), "simulated PRM error: probability that an exact segment score s "
+                                              "becomes 1 - s (seeded, see docs/local.md)"),
+    "prm_noise_jitter": (("--prm.noise.jitter",), "simulated PRM error: sigma of Gaussian noise added to each "
+                                                  "segment score, then clipped to [0, 1]"),
+    "prm_noise_seed": (("--prm.noise.seed",), "seed of the PRM noise (with the step and the rollout's index)"),
     "system_prompt": (("--local.system_prompt",),
                       "'auto' (none for the embedded policy, the paper's for --model), 'none', or text"),
     "estimator": (("--algo.advantage.estimator",),
@@ -34,6 +39,8 @@ FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
     "length_penalty_threshold": (("--prpo.length_penalty_threshold",), "tokens before the length penalty"),
     "length_penalty_scale": (("--prpo.length_penalty_scale",), "penalty L/scale beyond the threshold"),
     "grader_timeout": (("--prpo.grader_timeout",), "seconds per answer for the math-verify grader"),
+    "n_ops": (("--local.n_ops",), "operations per problem of the synthetic task, e.g. 3 or 3,4 (drawn "
+                                  "uniformly); the embedded policy's warm-up trains on the same task"),
     "engine": (("--local.engine",), "rollout engine: auto, hf (generate) or vllm (in-process engine)"),
     "prompts_per_step": (("--rollout.batch_size",), "prompts per training step"),
     "n_samples_per_prompt": (("--rollout.n_samples_per_prompt",), "rollouts per prompt (group size)"),

@@ -27,6 +27,10 @@ OPS = ("+", "-", "*")
 # them, whatever the number evaluated: the 2-operation problems are few enough (~10^4) that a
 # short SFT sees most of those it is not kept away from.
 HELDOUT_SIZE = 512
+# Allowed operation counts. One operation has only ~200 distinct problems, fewer than the
+# held-out set; beyond 8 the rejection sampling of in-range values slows down (~1 ms/problem
+# at 10) and the solutions outgrow any sensible --rollout.max_new_tokens of the tiny policy.
+N_OPS_MIN, N_OPS_MAX = 2, 8
 _APPLY = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
 
 
@@ -80,6 +84,35 @@ class Problem:
 
     def solution(self) -> str:
         return format_solution(self.steps, self.answer)
+
+
+def parse_n_ops(value) -> tuple[int, ...]:
+    """``"3,4"`` / ``3`` / ``(4, 3)`` -> ``(3, 4)``: the operation counts of a task, sorted, without
+    duplicates (a problem's count is drawn uniformly from them). ValueError saying what is wrong."""
+    if isinstance(value, int):
+        value = (value,)
+    parts = [p.strip() for p in value.split(",")] if isinstance(value, str) else [str(v) for v in value]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise ValueError("expected comma-separated integers, e.g. 3,4")
+    counts = tuple(sorted({int(p) for p in parts}))
+    if counts[0] < N_OPS_MIN or counts[-1] > N_OPS_MAX:
+        raise ValueError(f"operation counts must lie in [{N_OPS_MIN}, {N_OPS_MAX}]")
+    return counts
+
+
+def max_solution_bytes(cfg: TaskConfig) -> int:
+    """Length in bytes of the longest correct solution of the task (EOS not included).
+
+    A problem with n operations has n + 1 leaves (at most ``d_l`` digits each) and n - 1
+    intermediate operands (at most ``d_v`` digits: values lie in [0, value_max]); each of its
+    n lines adds the operator, ``=``, the result (``d_v`` digits) and a newline, and the box
+    ``\\boxed{v}`` adds 8 + ``d_v``. So n (d_l + 2 d_v + 3) + d_l + 8 bytes, 8n + 9 for the
+    default digits. The embedded policy's tokenizer is byte-level: bytes = tokens.
+    """
+    d_l = len(str(min(cfg.operand_max, cfg.value_max)))
+    d_v = len(str(cfg.value_max))
+    n = max(cfg.n_ops)
+    return n * (d_l + 2 * d_v + 3) + d_l + 8
 
 
 def format_solution(steps: list[Step], answer: int) -> str:

@@ -23,7 +23,7 @@ from prpo_openrlhf.local import runlog
 from prpo_openrlhf.local.config import TrainConfig, UsageError, check, diff, lr_factor
 from prpo_openrlhf.local.flags import flag_of
 from prpo_openrlhf.local.rollout import PAPER_SYSTEM_PROMPT, HFRollout, VLLMRollout, chat_prompt_ids
-from prpo_openrlhf.local.task import ArithmeticTask, TaskConfig
+from prpo_openrlhf.local.task import ArithmeticTask
 from prpo_openrlhf.local.tracking import Trackers, TrackingConfig
 from prpo_openrlhf.local.warmup import WarmupConfig, heldout_accuracy, warmed_up_policy
 
@@ -35,9 +35,12 @@ def resolve_device(name: str) -> torch.device:
 
 
 def warmup_config(cfg: TrainConfig) -> WarmupConfig:
-    """The embedded policy's warm-up for a run's --warmup.* settings."""
-    return WarmupConfig(steps=cfg.warmup_steps, p_err=cfg.warmup_p_err, hidden_size=cfg.warmup_hidden_size,
-                        num_layers=cfg.warmup_num_layers, task_seed=cfg.task_seed)
+    """The embedded policy's warm-up for a run's --warmup.* settings, on the run's task
+    (--local.n_ops): the held-out set is a function of the task, so a warm-up on another task
+    would neither be kept off the RL held-out problems nor report a comparable start."""
+    return WarmupConfig(task=cfg.task, steps=cfg.warmup_steps, p_err=cfg.warmup_p_err,
+                        hidden_size=cfg.warmup_hidden_size, num_layers=cfg.warmup_num_layers,
+                        task_seed=cfg.task_seed)
 
 
 def set_threads(cfg: TrainConfig, device: torch.device) -> None:
@@ -74,7 +77,7 @@ class LocalTrainer:
         start_pool()  # grader workers import SymPy in the background while models load
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
-        self.task = ArithmeticTask(TaskConfig(), seed=cfg.task_seed)
+        self.task = ArithmeticTask(cfg.task, seed=cfg.task_seed)
         self.model_path, self.warmup_info = self._policy_path()
         self._load_models()
         self.scorer = self._scorer()
@@ -156,7 +159,8 @@ class LocalTrainer:
         return [p for p in problems for _ in range(n)], samples
 
     def _process_scores(self, problems, samples, entropies, mask, step):
-        """Per-token scores (B, T), segment ids (B, T) and the per-segment scores of the batch."""
+        """Per-token scores (B, T) for the estimator (with --prm.noise.*: the noisy ones), segment
+        ids (B, T), the exact per-segment scores of the batch, and the noise's stats (or None)."""
         from prpo_openrlhf.algorithms.segmentation import scores_to_tokens, segment_batch, segment_ranges
 
         cfg = self.cfg
@@ -164,7 +168,13 @@ class LocalTrainer:
         seg_ids = segment_batch(entropies, mask, cfg.split, cfg.k, cfg.min_gap, cfg.split_seed + step, nl)
         texts = X.segment_texts(self.tok, samples, segment_ranges(seg_ids))
         scores = self.scorer.score([p.text for p in problems], texts)
-        return scores_to_tokens(scores, seg_ids), seg_ids, scores
+        if not cfg.prm_noise:
+            return scores_to_tokens(scores, seg_ids), seg_ids, scores, None
+        from prpo_openrlhf.local.verifier import add_score_noise
+
+        noisy, noise = add_score_noise(scores, flip=cfg.prm_noise_flip, jitter=cfg.prm_noise_jitter,
+                                       seed=cfg.prm_noise_seed, step=step)
+        return scores_to_tokens(noisy, seg_ids), seg_ids, scores, noise
 
     def make_experience(self, step: int) -> tuple[dict, dict]:
         from prpo_openrlhf.algorithms.rewards import outcome_rewards
@@ -188,9 +198,9 @@ class LocalTrainer:
                                           timeout_s=cfg.grader_timeout, length_threshold=cfg.length_penalty_threshold,
                                           length_scale=cfg.length_penalty_scale)
         t1 = time.monotonic()
-        proc, seg_ids, seg_scores = None, None, None
+        proc, seg_ids, seg_scores, noise = None, None, None, None
         if cfg.needs_process or cfg.prm == "synthetic":  # the verifier is cheap: log it for every method
-            proc, seg_ids, seg_scores = self._process_scores(problems, samples, ent.cpu(), mask.cpu(), step)
+            proc, seg_ids, seg_scores, noise = self._process_scores(problems, samples, ent.cpu(), mask.cpu(), step)
         t_score = time.monotonic() - t1
         adv = X.advantages(cfg.estimator, proc.to(self.device) if proc is not None else None,
                            rewards.to(self.device), mask, cfg.n_samples_per_prompt,
@@ -208,6 +218,9 @@ class LocalTrainer:
             flat = [s for row in seg_scores for s in row]
             stats["train/process_score"] = sum(flat) / max(len(flat), 1)
             stats["train/segments"] = len(flat) / len(seg_scores)
+        if noise is not None:  # train/process_score stays the exact one: the policy's real step accuracy
+            stats.update({"train/process_score_noisy": noise["mean"], "train/prm_noise_flipped": noise["flipped"],
+                          "train/prm_noise_jitter": noise["jitter_abs"]})
         return exp, stats
 
     def update(self, exp: dict, step: int) -> dict:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from prpo_openrlhf.local.task import ArithmeticTask, TaskConfig, noisy_solution
+from prpo_openrlhf.local.task import ArithmeticTask, TaskConfig, max_solution_bytes, noisy_solution
 
 WARMUP_FORMAT = 3  # bump when the SFT recipe or its report changes in a way the config does not capture
 
@@ -143,8 +143,10 @@ def _sft_and_report(cfg: WarmupConfig, out: Path, progress: bool, t0: float) -> 
     model.save_pretrained(out)
     sft_seconds = time.monotonic() - t0
     rollout = HFRollout(model, tok)
-    greedy = heldout_accuracy(rollout, tok, task, cfg.eval_problems, greedy=True)
-    sampled = heldout_accuracy(rollout, tok, task, cfg.eval_problems, greedy=False, n_samples=4)
+    # 64 tokens fit up to 6 operations; longer tasks get their longest solution plus EOS.
+    kw = dict(max_new_tokens=max(64, max_solution_bytes(cfg.task) + 1))
+    greedy = heldout_accuracy(rollout, tok, task, cfg.eval_problems, greedy=True, **kw)
+    sampled = heldout_accuracy(rollout, tok, task, cfg.eval_problems, greedy=False, n_samples=4, **kw)
     return {"config": dataclasses.asdict(cfg), "key": cfg.key(), "final_loss": sum(losses[-20:]) / 20,
             "sft_seconds": round(sft_seconds, 1), "heldout_greedy": greedy, "heldout_sampled": sampled}
 
@@ -159,7 +161,8 @@ def warmed_up_policy(cfg: WarmupConfig = WarmupConfig(), *, root: Path | None = 
         log(f"warm-up policy: cached at {target} (held-out accuracy greedy "
             f"{info['heldout_greedy']['accuracy']:.1%}, sampled {info['heldout_sampled']['accuracy']:.1%})")
         return str(target), info
-    log(f"warm-up policy: building {target} ({cfg.steps} SFT steps, noise p_err={cfg.p_err})")
+    log(f"warm-up policy: building {target} ({cfg.steps} SFT steps, noise p_err={cfg.p_err}, "
+        f"{'/'.join(map(str, cfg.task.n_ops))} operations)")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{cfg.key()}-", dir=target.parent))
     try:

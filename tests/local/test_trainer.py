@@ -114,7 +114,7 @@ def test_compare_runs_every_method_on_the_same_budget_and_reports(cache_dir, tmp
     argv = ["compare", "--compare.methods", "GRPO,PRPO,process-only", "--compare.output_dir", str(out),
             "--local.num_steps", "2", "--eval.steps", "1", "--local.eval_problems", "8", "--local.eval_samples", "1",
             "--rollout.batch_size", "2", "--rollout.n_samples_per_prompt", "4", "--train.batch_size", "8",
-            "--rollout.max_new_tokens", "24", "--local.engine", "hf", "--local.no_progress",
+            "--rollout.max_new_tokens", "34", "--local.engine", "hf", "--local.no_progress",
             "--warmup.steps", str(TINY["warmup_steps"]), "--warmup.hidden_size", str(TINY["warmup_hidden_size"])]
     assert main(argv) == 0
     text = (out / "compare.md").read_text()
