@@ -3,15 +3,17 @@ adversarial answers mixed in.
 
     python benchmarks/bench_grader.py [--workers 2 --timeout_s 5 --adversarial 10]
 
-Four batches, each on a freshly started and warmed pool (so that no batch profits from the
-parse caches another one filled): the 500 clean answers; the same with ``--adversarial``
-hostile responses inserted (exponent towers, huge factorials, 100k-character and deeply nested
-answers, unbalanced and empty ones), graded as ``grade_batch`` does by default, with the screen
-that settles answers SymPy cannot afford (``_screen``) by string equality; the mixed batch with
-the screen off, so that each hostile answer holds a worker until its budget ends it; and the
-same again with the workers' own SIGALRM stop off too, so that every hang is ended by the
-parent killing the worker. For each:
-answers/s (wall), the workers' CPU seconds (live ones from /proc, killed ones from
+Five batches, each on a freshly started and warmed pool (so that no batch profits from the
+parse caches another one filled): the 500 clean answers; MATH500's 500 reference solutions
+(whole worked solutions, graded against their answers); the clean answers with
+``--adversarial`` hostile responses inserted, taken in turn from ``HOSTILE`` (exponent towers,
+huge factorials, 100k-character and deeply nested answers, unbalanced and empty ones; from the
+11th on, text that is hostile around the answer: thousands of unclosed ``\\[``, a final answer
+of 4000 boxes), graded as ``grade_batch`` does by default, with the screen that settles
+answers SymPy cannot afford (``_screen``) by string equality; the mixed batch with the screen
+off, so that each hostile answer holds a worker until its budget ends it; and the same again
+with the workers' own SIGALRM stop off too, so that every hang is ended by the parent killing
+the worker. For each: answers/s (wall), the workers' CPU seconds (live ones from /proc, killed ones from
 RUSAGE_CHILDREN) turned into answers/s on ``--workers`` fully available cores, which reads the
 figure apart from other load on a shared machine, and the worst latency from hand-over to
 verdict. A hostile answer that hangs holds one worker for its whole budget (stopped by the
@@ -42,6 +44,10 @@ HOSTILE = [
     "\\boxed{\\frac{1}{2",
     "",
     "{" * 50_000,
+    # Hostile around the answer: math-verify's regexes are quadratic in unclosed "\[", and a
+    # long run of joined boxes is one final answer of thousands of elements.
+    "\\[" * 20_000 + "\\boxed{7}",
+    "\\boxed{1}\\boxed{2}" * 2_000,
 ]
 
 
@@ -102,7 +108,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--timeout_s", type=float, default=5.0, help="budget per answer")
-    ap.add_argument("--adversarial", type=int, default=10, help="hostile responses mixed in")
+    ap.add_argument("--adversarial", type=int, default=10, help="hostile responses mixed in (12: every shape once)")
     args = ap.parse_args(argv)
     rows = load_math500()
     responses = [f"Let us work it out step by step.\n\nThe answer is $\\boxed{{{r['answer']}}}$." for r in rows]
@@ -118,6 +124,7 @@ def main(argv=None) -> None:
           f"per answer; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     # Every reference matches itself: "correct" below 500 means answers ran out of budget.
     run("MATH500, clean", responses, references, args.timeout_s, args.workers)
+    run("MATH500 reference solutions", [r["solution"] for r in rows], references, args.timeout_s, args.workers)
     hostile = f"MATH500 + {args.adversarial} hostile"
     mixed = [run(hostile, mixed_r, mixed_ref, args.timeout_s, args.workers),
              run(hostile + ", no screen", mixed_r, mixed_ref, args.timeout_s, args.workers, screen=False),

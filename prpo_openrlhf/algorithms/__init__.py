@@ -2,7 +2,7 @@
 
 segmentation  Algorithm 1 (entropy spikes) and the ablation splits, per sequence and batched
 advantages    prpo, prm_avg, prm_avg_prpo, pure, process_only; ESTIMATORS maps names to them
-rewards       last \\boxed{} answer, math-verify equivalence in killable workers, length penalty
+rewards       the final \\boxed{} group, math-verify equivalence in killable workers, length penalty
 
 Names are re-exported lazily: the grader's worker processes import this package and should
 not pay for importing torch.

@@ -104,7 +104,8 @@ class _Worker:
 
 
 class GraderPool:
-    """``num_workers`` answers graded at a time; ``grade`` runs one batch of (answer, reference).
+    """``num_workers`` answers graded at a time; ``grade`` runs one batch of (response, reference),
+    ``response`` being the part around its final answer (``_answer.answer_context``).
 
     ``spares`` extra warm processes stand by, so that a killed worker's place is taken at once
     instead of after the seconds a fresh interpreter needs to import SymPy. Not thread-safe by
@@ -169,7 +170,7 @@ class GraderPool:
     # ── one batch ──
 
     def grade(self, jobs: Sequence[tuple[str, str]], timeout_s: float, soft: bool = True) -> list[Outcome]:
-        """Outcome per (answer, reference); each answer gets ``timeout_s`` seconds of a worker.
+        """Outcome per (response, reference); each gets ``timeout_s`` seconds of a worker.
 
         ``soft``: the worker also stops itself a little before the deadline when the work is
         interruptible (no restart needed); False leaves only the kill.
@@ -198,8 +199,8 @@ class GraderPool:
             if not w.ready or w.job is not None:
                 continue
             i = queue[0]
-            answer, reference = jobs[i]
-            msg = {"id": i, "answer": answer, "reference": reference, "soft_s": soft_s, "hard_s": timeout_s}
+            response, reference = jobs[i]
+            msg = {"id": i, "response": response, "reference": reference, "soft_s": soft_s, "hard_s": timeout_s}
             w.dispatched = time.monotonic()
             if w.send(msg):
                 queue.popleft()
@@ -248,5 +249,9 @@ class GraderPool:
 
 
 def _preview(text: str, limit: int = 120) -> str:
+    """``text`` cut to about ``limit`` characters: its start and its end (where the answer is)."""
     text = str(text)
-    return repr(text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)")
+    if len(text) <= limit:
+        return repr(text)
+    half = limit // 2
+    return repr(text[:half]) + f" ... ({len(text)} chars) ... " + repr(text[-half:])

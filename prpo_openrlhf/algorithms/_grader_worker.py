@@ -1,7 +1,8 @@
 """One grader worker process (``python -m prpo_openrlhf.algorithms._grader_worker``).
 
 Protocol: one JSON object per line. The worker writes ``{"ready": true}`` once warmed up,
-then for every job ``{"id", "answer", "reference", "soft_s", "hard_s"}`` read from stdin it
+then for every job ``{"id", "response", "reference", "soft_s", "hard_s"}`` read from stdin
+(``response``: the part of a response around its final answer, ``_answer.answer_context``) it
 writes ``{"id", "ok", "status", "elapsed"}`` (status: ok | timeout | error). It exits at EOF,
 i.e. when the parent closes the pipe or dies.
 
@@ -21,12 +22,12 @@ from prpo_openrlhf.algorithms._answer import (
     SoftTimeout,
     quiet_math_verify,
     soft_deadline,
-    verify_extracted,
+    verify_response,
 )
 
-# Pairs that touch the SymPy paths first used by intervals, tuples, sets, matrices and
-# symbolic simplification: their one-off set-up costs (up to seconds) are paid at start-up,
-# not by the first real answer.
+# (reference, answer) pairs that touch the SymPy paths first used by intervals, tuples, sets,
+# matrices, symbolic simplification and answers in several boxes: their one-off set-up costs (up
+# to seconds) are paid at start-up, not by the first real answer. A bare answer is boxed.
 _WARM_UP = (
     ("\\frac{1}{2}", "0.5"),
     ("(-\\infty, 2]", "(-\\infty,2]"),
@@ -37,6 +38,8 @@ _WARM_UP = (
     ("3+4i", "4i+3"),
     ("30^\\circ", "30"),
     ("\\text{(C)}", "C"),
+    ("1, -2", "so $\\boxed{1}$ and $\\boxed{-2}$."),  # several boxes, math environments
+    ("(2, 2), (6, 2)", "\\[\\boxed{(2, 2)} \\quad \\text{and} \\quad \\boxed{(6, 2)}\\]"),
 )
 
 
@@ -67,7 +70,7 @@ def grade_job(job: dict) -> dict:
     try:
         try:
             with soft_deadline(job.get("soft_s")):
-                ok = verify_extracted(job["answer"], job["reference"])
+                ok = verify_response(job["response"], job["reference"])
         except SoftTimeout:
             status = "timeout"
         except Exception:  # RecursionError and MemoryError (RLIMIT_AS) included
@@ -86,8 +89,10 @@ def main() -> None:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     quiet_math_verify()
-    for gold, answer in _WARM_UP:
-        grade_job({"id": -1, "answer": answer, "reference": gold, "soft_s": 10.0})
+    for gold, response in _WARM_UP:
+        if "\\boxed" not in response:
+            response = f"The answer is $\\boxed{{{response}}}$."
+        grade_job({"id": -1, "response": response, "reference": gold, "soft_s": 10.0})
 
     def send(msg: dict) -> None:
         out.write(json.dumps(msg) + "\n")

@@ -12,9 +12,11 @@ shapes that blow up SymPy can be told apart from the text alone:
   ``(10^{10})!``, ``100000!``;
 - binomials with a power or a big number inside: ``\\binom{10^{9}}{10^{7}}``.
 
-A screened answer is not sent to math-verify; its verdict is whitespace-insensitive string
-equality with the reference, and ``GradeResults.screened`` counts it. The screen only looks at
-the model's answer, never at the reference.
+``rewards.grade_batch`` screens the text of a response's final box group (from its first
+``\\boxed`` to its last closing brace, ``_answer.final_answer``). A screened answer is not sent
+to math-verify; its verdict is whitespace-insensitive string equality of the boxes' contents,
+joined by commas, with the reference, and ``GradeResults.screened`` counts it. The screen only
+looks at the model's answer, never at the reference.
 """
 from __future__ import annotations
 
@@ -77,7 +79,7 @@ def _digits(operand: str) -> int:
 def hostile_reason(answer: str, *, max_chars: int = MAX_CHARS, max_depth: int = MAX_DEPTH,
                    max_exponent_digits: int = MAX_EXPONENT_DIGITS,
                    max_factorial_digits: int = MAX_FACTORIAL_DIGITS) -> str | None:
-    """Why ``answer`` (an extracted \\boxed{} content) is too costly to hand to SymPy, or None."""
+    """Why ``answer`` (a final box group's text, or a box's content) is too costly for SymPy, or None."""
     if len(answer) > max_chars:
         return "long"
     depth = deepest = 0

@@ -1,6 +1,11 @@
-"""Outcome reward R of PRPO_SPEC §4: the last ``\\boxed{}`` answer graded with math-verify.
+"""Outcome reward R of PRPO_SPEC §4: the response's final answer graded with math-verify.
 
     R(tau) = (+1 if answer ~ reference else -1) - (L / scale if L > threshold else 0)
+
+The final answer is the response's last ``\\boxed{...}`` together with the boxes math-verify joins
+to it (``\\boxed{1}`` and ``\\boxed{-2}``), as math-verify's own ``parse`` extracts it from the text
+around them (``_answer``: ``final_answer``, ``answer_context``, ``verify_response``); a
+response whose last box is missing or unclosed has none.
 
 Grading runs in a pool of worker processes that the parent kills and replaces when an answer
 overruns its budget (``_grader_pool``): math-verify's own timeouts use SIGALRM, which does
@@ -20,7 +25,13 @@ from typing import Sequence
 
 import torch
 
-from prpo_openrlhf.algorithms._answer import SoftTimeout, last_boxed, soft_deadline, verify_extracted
+from prpo_openrlhf.algorithms._answer import (
+    SoftTimeout,
+    answer_context,
+    final_answer,
+    soft_deadline,
+    verify_response,
+)
 from prpo_openrlhf.algorithms._grader_pool import GraderPool
 from prpo_openrlhf.algorithms._screen import hostile_reason, screened_verdict
 
@@ -34,12 +45,13 @@ class GradeResults(list):
 
     timeouts: answers cut off at their budget (``stopped``: by the worker's own soft deadline,
     ``killed``: by the parent killing the worker); crashed: the worker died on the answer;
-    errors: math-verify raised; no_boxed: the response has no complete ``\\boxed{...}``;
-    screened: answers judged by string equality without math-verify, because their text alone
-    shows they would make SymPy run far past any budget (``_screen``: power towers, huge
-    factorials, answers over 1000 characters);
+    errors: math-verify raised; no_boxed: the response has no final answer (no ``\\boxed{...}``,
+    or its last one is never closed); screened: answers judged by string equality without
+    math-verify, because the final box group's text alone shows they would make SymPy run far
+    past any budget (``_screen``: power towers, huge factorials, over 1000 characters);
     max_latency_s: the slowest answer, from hand-over to a worker to its verdict;
-    seconds: wall time of the whole call. Counts are over unique (answer, reference) pairs.
+    seconds: wall time of the whole call. Counts other than no_boxed are over unique
+    (answer context, reference) pairs.
     """
 
     COUNTERS = ("timeouts", "stopped", "killed", "crashed", "errors", "no_boxed", "screened", "max_latency_s",
@@ -55,19 +67,19 @@ class GradeResults(list):
 
 
 def verify_answer(response: str, reference: str, *, timeout_s: float | None = None) -> bool:
-    """In-process verdict: is the last ``\\boxed{...}`` of ``response`` equivalent to ``reference``?
+    """In-process verdict: is the final answer of ``response`` equivalent to ``reference``?
 
     No worker, no process: what the workers run. ``timeout_s`` is a SIGALRM soft deadline, only
     honoured on the main thread and only for Python-level work; use ``grade_batch`` when the
     time must be bounded. Never raises on bad input: an error or timeout is False.
     """
-    answer = last_boxed(response)
-    if answer is None:
+    final = final_answer(response)
+    if final is None:
         return False
     try:
         try:
             with soft_deadline(timeout_s):
-                return verify_extracted(answer, str(reference))
+                return verify_response(answer_context(response, final), str(reference))
         except SoftTimeout:
             return False
         except Exception:
@@ -124,34 +136,39 @@ atexit.register(close)
 def grade_batch(responses: Sequence[str], references: Sequence[str], timeout_s: float = DEFAULT_TIMEOUT_S,
                 *, num_workers: int | None = None, soft_timeouts: bool = True, screen: bool = True
                 ) -> GradeResults:
-    """Verdict per response: its last ``\\boxed{...}`` is equivalent to its reference (math-verify).
+    """Verdict per response: its final answer is equivalent to its reference (math-verify).
 
-    Each distinct (answer, reference) pair is graded once, by a worker process that gets
-    ``timeout_s`` seconds for it and is killed and replaced if it overruns. Any text gives a
-    bool; a timed-out, crashed or erroring answer is False and counted. Safe to call from any
-    thread; concurrent calls take turns on the shared pool. Raises only for mismatched input
-    lengths, a non-positive budget, or workers that cannot start at all (broken environment).
+    The final answer is found as the module docstring says; the response's text around it
+    (``_answer.answer_context``) goes to a worker. Each distinct (that text, reference) pair is
+    graded once, by a worker process that gets ``timeout_s`` seconds for it and is killed and
+    replaced if it overruns. Any text gives a bool; a timed-out, crashed or erroring answer is
+    False and counted. Safe to call from any thread; concurrent calls take turns on the shared
+    pool. Raises only for mismatched input lengths, a non-positive budget, or workers that
+    cannot start at all (broken environment).
     ``soft_timeouts=False`` turns off the workers' own SIGALRM stop, leaving only the kill.
-    ``screen`` (on by default) settles answers that ``_screen.hostile_reason`` flags (power
-    towers, huge factorials, over-long text) by string equality in this process, so that they
-    do not hold a worker for their whole budget; they are counted in ``screened``.
+    ``screen`` (on by default) settles answers whose final box group (from its first
+    ``\\boxed`` to its last closing brace) ``_screen.hostile_reason`` flags (power towers, huge
+    factorials, over-long text) by string equality of the boxes' contents, joined by commas,
+    with the reference, in this process, so that they do not hold a worker for their whole
+    budget; they are counted in ``screened``.
     """
     if len(responses) != len(references):
         raise ValueError(f"grade_batch: {len(responses)} responses but {len(references)} references")
     if not (isinstance(timeout_s, (int, float)) and 0 < timeout_s < math.inf):
         raise ValueError(f"grade_batch: timeout_s must be > 0 seconds, got {timeout_s!r}")
     t0 = time.monotonic()
-    answers = [last_boxed(r) for r in responses]
+    finals = [final_answer(r) for r in responses]
+    answers = [None if f is None else answer_context(r, f) for r, f in zip(responses, finals)]
     slot: dict[tuple[str, str], int] = {}
     screened: dict[tuple[str, str], bool] = {}
-    for a, ref in zip(answers, references):
+    for r, f, a, ref in zip(responses, finals, answers, references):
         if a is None:
             continue
         pair = (a, str(ref))
         if pair in slot or pair in screened:
             continue
-        if screen and hostile_reason(a):
-            screened[pair] = screened_verdict(*pair)
+        if screen and hostile_reason(r[f.start:f.end]):
+            screened[pair] = screened_verdict(f.joined, pair[1])
         else:
             slot[pair] = len(slot)
     jobs = list(slot)

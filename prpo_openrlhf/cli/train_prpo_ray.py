@@ -38,7 +38,7 @@ def parse_args(argv=None):
     reward_urls = getattr(flat, "reward.remote_url")
     if not reward_urls and not getattr(flat, "reward.model_name_or_path"):
         # Default outcome reward for every estimator, so baselines and PRPO see the same R:
-        # math-verify on the last \boxed{}, computed in the rollout workers through
+        # math-verify on the final \boxed{} group, computed in the rollout workers through
         # OpenRLHF's own reward-function hook as soon as each sample finishes.
         reward_urls = _module_file(OUTCOME_REWARD_MODULE)
         setattr(flat, "reward.remote_url", reward_urls)

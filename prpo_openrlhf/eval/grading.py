@@ -12,7 +12,7 @@ from .store import AppendOnlyJsonl, Key, index_records, record_key
 
 
 def _grade_batch(responses: list[str], references: list[str], timeout_s: float | None):
-    # The training grader (last \boxed{} answer, math-verify equivalence, killable workers):
+    # The training grader (the final \boxed{} group, math-verify equivalence, killable workers):
     # evaluation must count exactly what training rewards.
     from prpo_openrlhf.algorithms.rewards import grade_batch
 

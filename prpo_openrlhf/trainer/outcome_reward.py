@@ -2,8 +2,8 @@
 
 OpenRLHF's single-turn executor loads ``reward_func(queries, prompts, labels)`` from a Python
 file and calls it inside the rollout workers as soon as each sample finishes, so grading
-overlaps generation. R = +1 if the last \\boxed{} answer of the response is equivalent to the
-label (math-verify, in killable worker processes), else -1. The length penalty needs token
+overlaps generation. R = +1 if the response's final answer (its final \\boxed{} group, docs/algorithms.md §3) is
+equivalent to the label (math-verify, in killable worker processes), else -1. The length penalty needs token
 counts and is applied later by PRPOExperienceMaker.
 
 The grader's per-answer budget comes from the environment variable PRPO_GRADER_TIMEOUT

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from prpo_openrlhf.algorithms import rewards
-from prpo_openrlhf.algorithms._answer import last_boxed
+from prpo_openrlhf.algorithms._answer import CONTEXT_CHARS, answer_context, final_answer, last_boxed, reference_text
 from prpo_openrlhf.algorithms._screen import hostile_reason
 from prpo_openrlhf.algorithms.rewards import (
     GradeResults,
@@ -41,6 +41,41 @@ def test_last_boxed():
     assert last_boxed("\\boxed{3} and a truncated \\boxed{\\frac{1}{2") is None  # the last one counts
     assert last_boxed("\\boxed 5") is None
     assert last_boxed("") is None and last_boxed(None) is None
+
+
+def test_final_answer_joins_the_boxes_math_verify_joins():
+    def boxes(text):
+        final = final_answer(text)
+        return None if final is None else final.boxes
+
+    assert boxes("so $\\boxed{1}$ and $\\boxed{-2}$.") == ("1", "-2")  # "and" within 70 characters
+    assert boxes("\\boxed{(2, 2)} \\quad \\text{and} \\quad \\boxed{(6, 2)}") == ("(2, 2)", "(6, 2)")
+    assert boxes("\\boxed{1},\\boxed{2},\\boxed{3}") == ("1", "2", "3")
+    assert boxes("\\boxed{1}\\boxed{2}") == ("1", "2")  # under 10 characters apart: no separator needed
+    assert boxes("\\boxed{1} no no no no no \\boxed{2}") == ("2",)  # 10+ apart without a separator
+    assert boxes("try \\boxed{5}." + " Checking again." * 10 + " So \\boxed{7}.") == ("7",)  # far apart
+    assert boxes("\\boxed{7} or, again, \\boxed{7}") == ("7",)  # a repeat is one answer
+    assert boxes("\\boxed{ 3 } then \\boxed 5") == ("3",)  # a brace-less \\boxed is skipped
+    assert boxes("\\boxed{3} and a truncated \\boxed{\\frac{1}{2") is None  # the last one counts
+    assert boxes("\\boxed{\\boxed{5}}") == ("5",)
+    final = final_answer("x = \\boxed{1}, \\boxed{2}!")
+    assert "x = \\boxed{1}, \\boxed{2}!"[final.start:final.end] == "\\boxed{1}, \\boxed{2}" and final.joined == "1,2"
+
+
+def test_answer_context_keeps_the_lines_around_the_final_answer():
+    reasoning = "".join(f"step {i}: $x_{i} = {i}$\n" for i in range(200))
+    text = reasoning + "\\[\n\\boxed{7}\n\\]\n" + "Done.\n" * 300
+    context = answer_context(text, final_answer(text))
+    assert "\\[\n\\boxed{7}\n\\]" in context and len(context) <= 2 * CONTEXT_CHARS + len("\\boxed{7}")
+    assert context.startswith("step ") and context.endswith("Done.")  # cut at line breaks
+    assert answer_context("a \\boxed {5} b", final_answer("a \\boxed {5} b")) == "a \\boxed{5} b"
+
+
+def test_reference_text():
+    assert reference_text(" \\frac{1}{2} ") == "\\boxed{\\frac{1}{2}}"
+    assert reference_text("\\$18.90") == "\\boxed{\\$18.90}"  # an escaped dollar is no delimiter
+    assert reference_text("$(2, 2), (6, 2)$") == "$(2, 2), (6, 2)$"  # math-verify reads delimited text
+    assert reference_text("\\boxed{1} and \\boxed{2}") == "\\boxed{1} and \\boxed{2}"
 
 
 EQUIVALENT = [
@@ -76,13 +111,35 @@ def test_verify_answer_soft_deadline_on_the_main_thread():
     assert time.monotonic() - t0 < 2.0
 
 
+# (reference, response, verdict): the response's final answer, as math-verify extracts it.
+FINAL_ANSWERS = [
+    ("1, -2", "the roots are $\\boxed{1}$ and $\\boxed{-2}$.", True),  # issue #16
+    ("(2, 2), (6, 2)", "$$\\boxed{(2, 2)} \\quad \\text{and} \\quad \\boxed{(6, 2)}$$", True),
+    ("\\{1, 2, 3\\}", "\\boxed{1} and \\boxed{2} and \\boxed{3}", True),
+    ("1, -2", "the roots are $\\boxed{1}$ and $\\boxed{3}$.", False),
+    ("7", "first \\boxed{5}." + " Wait, that is wrong." * 5 + " So \\boxed{7}.", True),  # only the last group
+    ("5", "first \\boxed{5}." + " Wait, that is wrong." * 5 + " So \\boxed{7}.", False),
+    ("10455", "so $\\boxed{255}$ more. The final answer is $10,455$. I hope it is correct.", True),
+    ("7", "\\boxed{7} is wrong; the answer is 8", True),  # never a bare number from the text
+    ("8", "\\boxed{7} is wrong; the answer is 8", False),
+]
+
+
+@pytest.mark.parametrize("reference,response,want", FINAL_ANSWERS)
+def test_verify_answer_reads_the_final_answer(reference, response, want):
+    assert verify_answer(response, reference) is want
+
+
 def test_grade_batch_matches_in_process_verdicts():
     pairs = EQUIVALENT + DIFFERENT
     responses = [f"Thus \\boxed{{{a}}}" for _, a in pairs] + ["no box here", "\\boxed{7}"]
     references = [r for r, _ in pairs] + ["7", "7"]
+    responses += [response for _, response, _ in FINAL_ANSWERS]
+    references += [reference for reference, _, _ in FINAL_ANSWERS]
     got = grade(responses, references, timeout_s=10.0)
     assert isinstance(got, list) and isinstance(got, GradeResults)
-    assert got == [True] * len(EQUIVALENT) + [False] * len(DIFFERENT) + [False, True]
+    assert got == ([True] * len(EQUIVALENT) + [False] * len(DIFFERENT) + [False, True]
+                   + [want for _, _, want in FINAL_ANSWERS])
     assert got.no_boxed == 1 and got.timeouts == 0 and got.crashed == 0
 
 
@@ -114,10 +171,48 @@ def test_the_screen_settles_hostile_answers_without_a_worker():
     assert same == [True] and same.screened == 1
 
 
+def test_the_screen_reads_every_box_of_the_final_answer():
+    # A hostile box joined to the last one is screened; one far before it is not read at all.
+    far = "\\boxed{9^{9^{9^{9}}}}" + " Let me check." * 10 + " So \\boxed{7}."
+    got = grade(["\\boxed{9^{9^{9^{9}}}} and \\boxed{7}", far, "\\boxed{1}" * 20_000, "\\boxed{2},\\boxed{1}"],
+                ["7", "7", "1", "2,1"], timeout_s=BUDGET)
+    # 20,000 boxes: a span over 1000 characters, screened; as math-verify does, repeats of one
+    # box are one answer, "1", equal to the reference.
+    assert got == [False, True, True, True]
+    assert got.screened == 2 and got.timeouts == 0
+
+
+def test_pathological_text_around_the_answer_is_cut():
+    # math-verify's regexes are quadratic in unclosed "\\[" (about 19 s for these 40,000
+    # characters whole); only CONTEXT_CHARS on each side of the final answer reach them.
+    t0 = time.monotonic()
+    got = grade(["\\[" * 20_000 + "\\boxed{7}" + "\\(" * 20_000], ["7"], timeout_s=BUDGET, screen=False)
+    assert got == [True] and got.timeouts == 0
+    assert time.monotonic() - t0 < BUDGET
+
+
+def _benchmark_rows(name):
+    return [json.loads(line) for line in (DATA / f"{name}.jsonl").read_text().splitlines() if line.strip()]
+
+
+def _boxed_back(answer):
+    return f"Let us work it out step by step.\n\nThe answer is $\\boxed{{{answer}}}$."
+
+
 @pytest.mark.parametrize("name", ["math500", "aime24", "aime25", "amc23"])
 def test_the_screen_passes_every_benchmark_answer(name):
-    rows = [json.loads(line) for line in (DATA / f"{name}.jsonl").read_text().splitlines() if line.strip()]
+    rows = _benchmark_rows(name)
     assert rows and [r["answer"] for r in rows if hostile_reason(str(r["answer"]))] == []
+    finals = [(text, final_answer(text)) for text in (_boxed_back(r["answer"]) for r in rows)]
+    assert [text for text, f in finals if hostile_reason(text[f.start:f.end])] == []
+
+
+def test_every_benchmark_answer_grades_correct_against_itself():
+    # The 600 answers of MATH500, AIME24/25 and AMC23, each boxed back into a response.
+    rows = [r for name in ("math500", "aime24", "aime25", "amc23") for r in _benchmark_rows(name)]
+    references = [str(r["answer"]) for r in rows]
+    got = grade([_boxed_back(a) for a in references], references, timeout_s=10.0)
+    assert len(got) == 600 and [a for a, ok in zip(references, got) if not ok] == []
 
 
 def test_hostile_reason_names_the_shape():
