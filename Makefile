@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 PYTEST_CI := -m "not slow and not gpu" -q -p no:cacheprovider
 
-.PHONY: env run demo test test-all test-gpu bench clean-env
+.PHONY: env run demo test test-all test-gpu gpu-check gpu-check-smoke gpu-wheels bench clean-env
 
 env:
 	bash scripts/setup_cpu_env.sh
@@ -22,6 +22,21 @@ test-all: env
 
 test-gpu:
 	python -m pytest -m gpu -q
+
+# GPU readiness check (docs/testing.md): on a lent GPU machine, with the machine's python3 and the
+# wheels of `make gpu-wheels` carried in build/gpu-wheels. GPU_CHECK_OUT picks the report folder.
+GPU_CHECK_OUT ?= runs/gpu-check
+gpu-check:
+	bash scripts/gpu_check.sh $(GPU_CHECK_OUT)
+
+# The same check at tiny sizes on CPU, shaped like the GPU image (what CI runs: tests/test_gpu_check.py).
+gpu-check-smoke: env gpu-wheels
+	bash scripts/gpu_check.sh --cpu-smoke $(GPU_CHECK_OUT)-smoke
+
+# Wheels the GPU image lacks (openrlhf, deepspeed, flash-attn's Python part, math-verify, ...) and
+# the embedded policy's warm-up, into build/gpu-wheels (ignored by git; about 7 MB).
+gpu-wheels: env
+	bash scripts/gpu_check/wheels.sh build/gpu-wheels
 
 bench: env
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done

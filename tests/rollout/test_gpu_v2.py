@@ -2,12 +2,19 @@
 
 Not run in CI and not run in this project's CPU environment; it is the check of the V2 hooks.
 """
+import importlib.util
+
 import pytest
 import torch
 
 from tests.rollout.reference import hf_entropies
 
-pytestmark = pytest.mark.gpu
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.vllm,
+    pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
+                       reason="needs vLLM (absent from the GPU check's image: scripts/gpu_check.sh)"),
+]
 
 
 @pytest.fixture(scope="module")
