@@ -5,6 +5,12 @@ same sampling seeds) and the same budget (steps x rollouts); only the advantage 
 split or the normalisation differs. Each run lives in ``<out>/<method>/seed<k>/``; a finished
 run is reused, so an interrupted comparison continues where it stopped. Prints a table and
 writes ``compare.md``, ``compare.json`` and ``compare.png`` into ``<out>``.
+
+With ``--compare.prm_noise FLIP,JITTER`` (on by default) every method is also trained against
+the exact verifier with that noise (``--prm.noise.*``), in ``<out>/noisy-prm/``: the paper's
+PRM-only and relative-normalisation collapses come from imperfect PRM scores, which the exact
+verifier alone never gives. Methods that use no process scores are the same run in both arms.
+That arm gets its own table and ``compare_noisy.png``.
 """
 from __future__ import annotations
 
@@ -34,7 +40,10 @@ METHODS: dict[str, dict] = {
     "PURE": {"estimator": "pure"},
 }
 DEFAULT_METHODS = list(METHODS)[:8]
-COMPARE_DEFAULTS = dict(eval_problems=256)
+# 512 held-out problems and 3 seeds: one run's sampled accuracy has a standard error of about
+# 2 points on 512 problems, so a 3-point gap between methods needs the seeds' spread too.
+COMPARE_DEFAULTS = dict(eval_problems=512)
+GAIN = 0.10  # "steps to +10 points": first evaluation at least this far above the seed's start
 
 
 def add_compare_flags(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +52,10 @@ def add_compare_flags(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("comparison")
     g.add_argument("--compare.methods", dest="methods", default=",".join(DEFAULT_METHODS),
                    help=f"comma-separated, from: {', '.join(METHODS)}")
-    g.add_argument("--compare.seeds", dest="seeds", default="0", help="comma-separated training seeds")
+    g.add_argument("--compare.seeds", dest="seeds", default="0,1,2", help="comma-separated training seeds")
+    g.add_argument("--compare.prm_noise", dest="compare_noise", default="0.1,0.1",
+                   help="FLIP,JITTER of the noisy-PRM arm (--prm.noise.flip/jitter for every method), "
+                        "or none")
     g.add_argument("--compare.output_dir", dest="compare_dir", default="runs/prpo-local-compare",
                    help="directory of the comparison (one run directory per method and seed)")
     add_train_flags(parser.add_argument_group("shared training settings (every method)"),
@@ -56,6 +68,16 @@ def _slug(name: str) -> str:
 
 def _finished(out: Path, num_steps: int) -> bool:
     return any(r.get("step") == num_steps and "eval/accuracy" in r for r in runlog.read_metrics(out))
+
+
+def parse_noise(text: str) -> tuple[float, float] | None:
+    if text.strip().lower() in ("none", "off", "0", ""):
+        return None
+    try:
+        flip, jitter = (float(x) for x in text.split(","))
+    except ValueError:
+        raise UsageError(f"--compare.prm_noise {text!r}: give FLIP,JITTER (e.g. 0.1,0.1) or none") from None
+    return flip, jitter
 
 
 def run_one(base: TrainConfig, name: str, seed: int, root: Path, log=print) -> list[dict]:
@@ -102,27 +124,35 @@ def _mean_sd(xs: list[float]) -> str:
     return f"{100 * statistics.mean(xs):.1f} ± {100 * statistics.stdev(xs):.1f}"
 
 
-def table(results: dict[str, list[dict]], start: dict | None) -> str:
-    """Markdown table; 'steps to GRPO' uses each seed's own GRPO run as the target.
+def _reach(hits: list[int | None]) -> str:
+    return ", ".join("never" if h is None else str(h) for h in hits)
+
+
+def table(results: dict[str, list[dict]], start: dict | None, starts: list[dict] | None = None) -> str:
+    """Markdown table; 'steps to GRPO' uses each seed's own GRPO run as the target, 'steps to
+    +10' each seed's own start (``starts``, one per seed).
 
     The sampled accuracy (mean@k at the rollout temperature) leads: it is what RL on a small
     policy moves first; greedy pass@1 follows.
     """
     grpo = results.get("GRPO")
     head = ("| method | held-out acc. sampled, mean@k (%) | held-out acc. greedy (%) | mean response length "
-            "(tokens, last 10 steps) | steps to GRPO's final sampled acc. |\n|---|---|---|---|---|\n")
+            "(tokens, last 10 steps) | steps to +10 points sampled | steps to GRPO's final sampled acc. |\n"
+            "|---|---|---|---|---|---|\n")
     rows = []
     if start:
         rows.append(f"| (start: warmed-up policy) | {100 * start['sampled_accuracy']:.1f} | "
-                    f"{100 * start['accuracy']:.1f} | {start['response_length']:.1f} | |")
+                    f"{100 * start['accuracy']:.1f} | {start['response_length']:.1f} | | |")
     for name, per_seed in results.items():
-        reach = "-"
+        reach, gain = "-", "-"
         if grpo:
-            hits = [steps_to_reach(s["curve"], g["sampled_accuracy"]) for s, g in zip(per_seed, grpo)]
-            reach = ", ".join("never" if h is None else str(h) for h in hits)
+            reach = _reach([steps_to_reach(s["curve"], g["sampled_accuracy"]) for s, g in zip(per_seed, grpo)])
+        if starts:
+            gain = _reach([steps_to_reach(s["curve"], st["sampled_accuracy"] + GAIN)
+                           for s, st in zip(per_seed, starts)])
         rows.append(f"| {name} | {_mean_sd([s['sampled_accuracy'] for s in per_seed])} | "
                     f"{_mean_sd([s['accuracy'] for s in per_seed])} | "
-                    f"{statistics.mean(s['response_length'] for s in per_seed):.1f} | {reach} |")
+                    f"{statistics.mean(s['response_length'] for s in per_seed):.1f} | {gain} | {reach} |")
     return head + "\n".join(rows) + "\n"
 
 
@@ -153,6 +183,27 @@ def plot(results: dict[str, list[dict]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def run_arm(base: TrainConfig, names: list[str], seeds: list[int], root: Path, log=print,
+            reuse: dict | None = None) -> tuple[dict, list[dict]]:
+    """Every method and seed in ``root``; ``reuse``: results to take for methods without process
+    scores (the noisy arm reuses the clean arm's). Returns results and each seed's start."""
+    results, starts = {}, []
+    for name in names:
+        if reuse is not None and not dataclasses.replace(base, **METHODS[name]).needs_process:
+            results[name] = reuse[name]
+            continue
+        results[name] = []
+        for seed in seeds:
+            recs = run_one(base, name, seed, root, log)
+            results[name].append(summarize(recs))
+            if len(starts) < len(seeds):  # the start policy, evaluated with each seed's sampling seeds
+                first = next(r for r in recs if "eval/accuracy" in r)
+                first_train = next(r for r in recs if "train/accuracy" in r)
+                starts.append({"accuracy": first["eval/accuracy"], "sampled_accuracy": first["eval/sampled_accuracy"],
+                               "response_length": first_train["train/response_length"]})
+    return results, starts
+
+
 def run_compare(args: argparse.Namespace, log=print) -> dict:
     from prpo_openrlhf.local.flags import config_from_args
 
@@ -161,27 +212,32 @@ def run_compare(args: argparse.Namespace, log=print) -> dict:
     if unknown:
         raise UsageError(f"--compare.methods: unknown {unknown}; choose from {', '.join(METHODS)}")
     seeds = [int(s) for s in args.seeds.split(",")]
+    noise = parse_noise(args.compare_noise)
     base = config_from_args(args)
     root = Path(args.compare_dir)
     root.mkdir(parents=True, exist_ok=True)
-    results, starts = {}, []
-    for name in names:
-        results[name] = []
-        for seed in seeds:
-            recs = run_one(base, name, seed, root, log)
-            results[name].append(summarize(recs))
-            if name == names[0]:  # the start policy, evaluated with each seed's sampling seeds
-                first = next(r for r in recs if "eval/accuracy" in r)
-                first_train = next(r for r in recs if "train/accuracy" in r)
-                starts.append({"accuracy": first["eval/accuracy"], "sampled_accuracy": first["eval/sampled_accuracy"],
-                               "response_length": first_train["train/response_length"]})
-    start = {k: statistics.mean(s[k] for s in starts) for k in starts[0]} if starts else None
-    md = table(results, start)
+    arms = {"clean": run_arm(base, names, seeds, root, log)}
+    if noise is not None and base.prm != "synthetic":
+        log(f"--compare.prm_noise: skipped, the noise model is the exact verifier's (--prm synthetic), "
+            f"not {base.prm}'s")
+        noise = None
+    if noise is not None:
+        noisy = dataclasses.replace(base, prm_noise_flip=noise[0], prm_noise_jitter=noise[1])
+        arms["noisy"] = run_arm(noisy, names, seeds, root / "noisy-prm", log, reuse=arms["clean"][0])
     budget = (f"{base.num_steps} steps x {base.prompts_per_step} prompts x {base.n_samples_per_prompt} rollouts, "
-              f"seeds {seeds}, {base.eval_problems} held-out problems (greedy and mean@{base.eval_samples})")
-    (root / "compare.md").write_text(f"# prpo-local compare\n\n{budget}\n\n{md}")
-    (root / "compare.json").write_text(json.dumps({"budget": budget, "config": dataclasses.asdict(base),
-                                                   "start": start, "results": results}, indent=1))
-    plot(results, root / "compare.png", f"prpo-local compare: {budget}")
-    log(f"\n{budget}\n\n{md}\nwrote {root / 'compare.md'}, {root / 'compare.png'}")
-    return results
+              f"--local.n_ops {base.n_ops}, seeds {seeds}, {base.eval_problems} held-out problems "
+              f"(greedy and mean@{base.eval_samples}); mean ± sd over seeds")
+    text, out = f"# prpo-local compare\n\n{budget}\n", {"budget": budget, "config": dataclasses.asdict(base)}
+    for arm, (results, starts) in arms.items():
+        start = {k: statistics.mean(s[k] for s in starts) for k in starts[0]} if starts else None
+        title = ("exact process verifier" if arm == "clean" else
+                 f"noisy PRM: --prm.noise.flip {noise[0]} --prm.noise.jitter {noise[1]} (methods without "
+                 "process scores: the clean runs)")
+        text += f"\n## {title}\n\n{table(results, start, starts)}"
+        png = root / ("compare.png" if arm == "clean" else "compare_noisy.png")
+        plot(results, png, f"prpo-local compare, {title}")
+        out[arm] = {"start": start, "starts": starts, "results": results}
+    (root / "compare.md").write_text(text)
+    (root / "compare.json").write_text(json.dumps(out, indent=1))
+    log(f"\n{text}\nwrote {root / 'compare.md'} and the figures")
+    return {arm: results for arm, (results, _) in arms.items()}

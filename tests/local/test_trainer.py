@@ -112,6 +112,7 @@ def test_compare_runs_every_method_on_the_same_budget_and_reports(cache_dir, tmp
 
     out = tmp_path / "cmp"
     argv = ["compare", "--compare.methods", "GRPO,PRPO,process-only", "--compare.output_dir", str(out),
+            "--compare.seeds", "0", "--compare.prm_noise", "0.5,0.1", "--local.n_ops", "2,3",
             "--local.num_steps", "2", "--eval.steps", "1", "--local.eval_problems", "8", "--local.eval_samples", "1",
             "--rollout.batch_size", "2", "--rollout.n_samples_per_prompt", "4", "--train.batch_size", "8",
             "--rollout.max_new_tokens", "34", "--local.engine", "hf", "--local.no_progress",
@@ -120,7 +121,13 @@ def test_compare_runs_every_method_on_the_same_budget_and_reports(cache_dir, tmp
     text = (out / "compare.md").read_text()
     for name in ("GRPO", "PRPO", "process-only", "(start: warmed-up policy)"):
         assert f"| {name} |" in text
-    assert (out / "compare.png").exists()
+    assert (out / "compare.png").exists() and (out / "compare_noisy.png").exists()
+    clean, noisy = text.split("## noisy PRM")
+    assert "steps to +10 points sampled" in clean and "| PRPO |" in noisy
+    # GRPO uses no process scores: its noisy-arm row is the clean run, not a second training.
+    assert not (out / "noisy-prm" / "grpo").exists() and (out / "noisy-prm" / "prpo" / "seed0").exists()
+    noisy_train = [r for r in runlog.read_metrics(out / "noisy-prm" / "prpo" / "seed0") if "train/accuracy" in r]
+    assert noisy_train and all(r["train/prm_noise_flipped"] > 0 for r in noisy_train)
     def step0_eval(method):
         return {k: v for k, v in runlog.read_metrics(out / method / "seed0")[0].items() if not k.startswith("time/")}
 
