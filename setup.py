@@ -10,6 +10,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["prpo_openrlhf", "prpo_openrlhf.*"]),
     include_package_data=True,
+    # The embedded policy shipped with prpo-local (docs/local.md, "The embedded default"); also in MANIFEST.in.
+    package_data={"prpo_openrlhf.local": ["shipped/*/*"]},
     # The CPU environment pins everything in requirements/constraints-cpu.txt and installs
     # OpenRLHF/vLLM specially (scripts/setup_cpu_env.sh), so the base list stays minimal.
     install_requires=["torch", "transformers", "math-verify[antlr4_13_2]", "tqdm", "requests"],

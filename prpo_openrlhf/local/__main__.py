@@ -2,6 +2,7 @@
 
     prpo-local train   [flags]   one training run (default: PRPO on the synthetic arithmetic task)
     prpo-local compare [flags]   GRPO, PRPO and the paper's ablations on the same seeds and budget
+    prpo-local warmup  [flags]   the embedded policy: where it is, or --rebuild it from its recipe
 """
 from __future__ import annotations
 
@@ -34,7 +35,52 @@ def build_parser() -> argparse.ArgumentParser:
     add_logger_flags(train)
     compare = sub.add_parser("compare", help="GRPO vs PRPO and the ablations, same seeds and budget")
     add_compare_flags(compare)
+    warmup = sub.add_parser("warmup", help="the embedded policy: shipped, cached or built; --rebuild checks it")
+    add_warmup_flags(warmup)
     return parser
+
+
+WARMUP_FIELDS = ("n_ops", "task_seed", "warmup_steps", "warmup_p_err", "warmup_hidden_size", "warmup_num_layers",
+                 "progress")
+
+
+def add_warmup_flags(parser) -> None:
+    import dataclasses
+
+    from prpo_openrlhf.local.config import TrainConfig
+    from prpo_openrlhf.local.flags import add_train_flags
+
+    add_train_flags(parser, skip=tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in WARMUP_FIELDS))
+    parser.add_argument("--rebuild", action="store_true",
+                        help="train the recipe from scratch (replacing a cached build) and report whether the "
+                             "result matches the shipped policy (weights hash, else held-out accuracy); "
+                             "exit status 1 when it is not the same bit for bit")
+    parser.add_argument("--ship", action="store_true",
+                        help="maintainers: copy the (cached or built) policy of these settings into the package "
+                             "(prpo_openrlhf/local/shipped/<key>/) with its recipe, hash and accuracies")
+
+
+def run_warmup(args) -> int:
+    from prpo_openrlhf.local.flags import config_from_args
+    from prpo_openrlhf.local.trainer import warmup_config
+    from prpo_openrlhf.local.warmup import rebuild, ship, warmed_up_policy
+
+    from prpo_openrlhf.local.config import UsageError
+
+    try:
+        cfg = warmup_config(config_from_args(args))
+    except ValueError as exc:
+        raise UsageError(f"--local.n_ops {args.n_ops!r}: {exc}") from None
+    if args.rebuild:
+        report = rebuild(cfg, progress=args.progress)
+        if args.ship:
+            ship(report["path"], cfg)
+        return 1 if report["bitwise"] is False and not args.ship else 0  # None: nothing shipped to compare
+    path, info = warmed_up_policy(cfg, progress=args.progress, use_shipped=not args.ship)
+    if args.ship:
+        ship(path, cfg)
+    print(path)
+    return 0
 
 
 def main(argv=None) -> int:
@@ -49,6 +95,8 @@ def main(argv=None) -> int:
             from prpo_openrlhf.local.trainer import LocalTrainer
 
             LocalTrainer(config_from_args(args), tracking=tracking_from_args(args)).train()
+        elif args.command == "warmup":
+            return run_warmup(args)
         else:
             from prpo_openrlhf.local.compare import run_compare
 

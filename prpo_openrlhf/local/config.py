@@ -45,7 +45,7 @@ class TrainConfig:
     grader_timeout: float = 5.0
     # task: operation counts per problem ("3,4": drawn uniformly); a string so that
     # config.json / checkpoints round-trip it and resume compares it as written
-    n_ops: str = "2,3"
+    n_ops: str = "3,4"
     # rollout
     engine: str = "auto"              # auto | hf | vllm
     prompts_per_step: int = 16
@@ -57,9 +57,10 @@ class TrainConfig:
     train_batch_size: int = 64        # rollouts per optimizer step
     micro_batch_size: int = 128       # rows per forward/backward (gradient accumulation)
     max_epochs: int = 1
-    lr: float = 5e-5
+    lr: float = 2e-4                  # sweep in docs/local.md ("Choosing the RL defaults")
+    adam_eps: float = 1e-8            # OpenRLHF's --actor.adam.eps default
     lr_scheduler: str = "constant"    # constant | cosine_with_min_lr (OpenRLHF's default)
-    lr_warmup_ratio: float = 0.0      # OpenRLHF's default: 0.03
+    lr_warmup_ratio: float = 0.0      # OpenRLHF's default: 0.03; 0.1 did worse here (docs/local.md)
     min_lr_ratio: float = 0.1
     eps_clip: float = 0.2
     kl_coef: float = 0.001
@@ -78,7 +79,7 @@ class TrainConfig:
     threads: int = 0                  # torch CPU threads; 0 = auto (1 for the embedded policy)
     progress: bool = True
     # embedded policy warm-up (used only when model is None)
-    warmup_steps: int = 800
+    warmup_steps: int = 4000
     warmup_p_err: float = 0.1
     warmup_hidden_size: int = 128
     warmup_num_layers: int = 2

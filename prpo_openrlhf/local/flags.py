@@ -51,6 +51,7 @@ FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
     "micro_batch_size": (("--train.micro_batch_size",), "rows per forward/backward"),
     "max_epochs": (("--train.max_epochs",), "passes over each rollout batch"),
     "lr": (("--actor.adam.lr",), "learning rate"),
+    "adam_eps": (("--actor.adam.eps",), "AdamW epsilon"),
     "lr_scheduler": (("--actor.lr_scheduler",), "constant or cosine_with_min_lr (OpenRLHF's default)"),
     "lr_warmup_ratio": (("--actor.lr_warmup_ratio",), "share of the optimizer updates with linear LR warm-up "
                                                        "(OpenRLHF's default: 0.03)"),

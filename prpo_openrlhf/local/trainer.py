@@ -117,7 +117,8 @@ class LocalTrainer:
         self.ref = copy.deepcopy(self.policy).eval().requires_grad_(False)
         self.policy.train()
         # OpenRLHF's actor defaults: AdamW, betas (0.9, 0.95), no weight decay.
-        self.opt = torch.optim.AdamW(self.policy.parameters(), lr=self.cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
+        self.opt = torch.optim.AdamW(self.policy.parameters(), lr=self.cfg.lr, betas=(0.9, 0.95),
+                                     eps=self.cfg.adam_eps, weight_decay=0.0)
         sp = self.cfg.system_prompt
         self.system_prompt = (None if self.cfg.model is None else PAPER_SYSTEM_PROMPT) if sp == "auto" else \
             (None if sp == "none" else sp)

@@ -6,6 +6,11 @@ and learned slips: somewhere between 20% and 60% held-out accuracy, leaving RL r
 The result is cached under ``$PRPO_CACHE_DIR`` (default ``~/.cache/prpo_openrlhf``) in
 ``warmup/<hash of the config>/`` as a plain HF checkpoint (vLLM loads it too) plus
 ``warmup.json`` with the config, the starting accuracy and the time it took.
+
+The default recipe's result is shipped in the package (``local/shipped/<key>/``, with its
+recipe, code version, weights hash and measured accuracies in ``warmup.json``): a run with the
+default ``--warmup.*`` settings loads it in place and trains nothing; ``prpo-local warmup
+--rebuild`` trains it again from the recipe and reports whether the result matches.
 """
 from __future__ import annotations
 
@@ -30,12 +35,13 @@ WARMUP_FORMAT = 3  # bump when the SFT recipe or its report changes in a way the
 
 @dataclass(frozen=True)
 class WarmupConfig:
-    task: TaskConfig = field(default_factory=TaskConfig)
+    """The default is the shipped policy's recipe (``prpo-local train``'s defaults give the same key)."""
+    task: TaskConfig = field(default_factory=lambda: TaskConfig(n_ops=(3, 4)))
     task_seed: int = 0
     hidden_size: int = 128
     num_layers: int = 2
     max_position_embeddings: int = 256
-    steps: int = 800
+    steps: int = 4000
     batch_size: int = 32
     lr: float = 3e-3
     warmup_steps: int = 30
@@ -46,6 +52,10 @@ class WarmupConfig:
     def key(self) -> str:
         blob = json.dumps({"format": WARMUP_FORMAT, **dataclasses.asdict(self)}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+SHIPPED_ROOT = Path(__file__).parent / "shipped"
+WEIGHTS = "model.safetensors"
 
 
 def cache_root() -> Path:
@@ -147,13 +157,40 @@ def _sft_and_report(cfg: WarmupConfig, out: Path, progress: bool, t0: float) -> 
     kw = dict(max_new_tokens=max(64, max_solution_bytes(cfg.task) + 1))
     greedy = heldout_accuracy(rollout, tok, task, cfg.eval_problems, greedy=True, **kw)
     sampled = heldout_accuracy(rollout, tok, task, cfg.eval_problems, greedy=False, n_samples=4, **kw)
-    return {"config": dataclasses.asdict(cfg), "key": cfg.key(), "final_loss": sum(losses[-20:]) / 20,
+    return {"config": dataclasses.asdict(cfg), "key": cfg.key(), "code_version": _code_version(),
+            "warmup_format": WARMUP_FORMAT, "final_loss": sum(losses[-20:]) / 20,
             "sft_seconds": round(sft_seconds, 1), "heldout_greedy": greedy, "heldout_sampled": sampled}
 
 
+def weights_sha256(path: Path | str) -> str:
+    h = hashlib.sha256()
+    with open(Path(path) / WEIGHTS, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def shipped_policy(cfg: WarmupConfig, shipped_root: Path | None = None) -> tuple[str, dict] | None:
+    """The policy shipped in the package for ``cfg``'s recipe (path used in place, read only) and
+    its info, or None when none was shipped for this recipe (any other --warmup.* / task setting)."""
+    target = (shipped_root or SHIPPED_ROOT) / cfg.key()
+    info_file = target / "warmup.json"
+    if not info_file.exists():
+        return None
+    return str(target), json.loads(info_file.read_text())
+
+
 def warmed_up_policy(cfg: WarmupConfig = WarmupConfig(), *, root: Path | None = None,
-                     progress: bool = True, log=print) -> tuple[str, dict]:
-    """Path of the warmed-up checkpoint for ``cfg`` (built and cached on first use) and its info."""
+                     progress: bool = True, log=print, use_shipped: bool = True) -> tuple[str, dict]:
+    """Path of the warmed-up checkpoint for ``cfg`` and its info: the shipped one when the recipe
+    is the shipped one's, else built and cached on first use."""
+    shipped = shipped_policy(cfg) if use_shipped else None
+    if shipped is not None:
+        path, info = shipped
+        log(f"warm-up policy: shipped with the package, {path} (held-out accuracy greedy "
+            f"{info['heldout_greedy']['accuracy']:.1%}, sampled {info['heldout_sampled']['accuracy']:.1%}; "
+            f"rebuild with `prpo-local warmup --rebuild`)")
+        return path, info
     target = (root or cache_root()) / "warmup" / cfg.key()
     info_file = target / "warmup.json"
     if info_file.exists():
@@ -178,3 +215,98 @@ def warmed_up_policy(cfg: WarmupConfig = WarmupConfig(), *, root: Path | None = 
     log(f"warm-up policy: done in {info['sft_seconds']:.0f} s; held-out accuracy greedy "
         f"{info['heldout_greedy']['accuracy']:.1%}, sampled {info['heldout_sampled']['accuracy']:.1%}")
     return str(target), json.loads(info_file.read_text())
+
+
+def _code_version() -> str:
+    """``git rev-parse HEAD`` of the checkout (with ``+dirty`` when it has changes), else unknown."""
+    import subprocess
+
+    here = Path(__file__).parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=here, capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+        return rev + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def measure(path: Path | str, cfg: WarmupConfig, n_problems: int) -> dict:
+    """Held-out greedy pass@1 and sampled mean@4 of a warm-up checkpoint, as ``_build`` measures them."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from prpo_openrlhf.local.rollout import HFRollout
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+        task = ArithmeticTask(cfg.task, seed=cfg.task_seed)
+        rollout = HFRollout(model, tok)
+        kw = dict(max_new_tokens=max(64, max_solution_bytes(cfg.task) + 1))
+        return {"problems": n_problems,
+                "greedy": heldout_accuracy(rollout, tok, task, n_problems, greedy=True, **kw),
+                "sampled": heldout_accuracy(rollout, tok, task, n_problems, greedy=False, n_samples=4, **kw)}
+    finally:
+        torch.set_num_threads(threads)
+
+
+def ship(src: Path | str, cfg: WarmupConfig, shipped_root: Path | None = None, *, full_eval: int | None = None,
+         log=print) -> Path:
+    """Copy the warm-up checkpoint ``src`` (built for ``cfg``) into the package's shipped folder with
+    its recipe, task seed, code version, weights hash and accuracies on ``full_eval`` held-out problems."""
+    from prpo_openrlhf.local.task import HELDOUT_SIZE
+
+    src = Path(src)
+    info = json.loads((src / "warmup.json").read_text())
+    if info.get("key") != cfg.key():
+        raise ValueError(f"{src} was built for recipe {info.get('key')}, not {cfg.key()}")
+    dest = (shipped_root or SHIPPED_ROOT) / cfg.key()
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for f in src.iterdir():
+        if f.is_file() and f.name != "warmup.json":
+            shutil.copyfile(f, dest / f.name)
+            (dest / f.name).chmod(0o644)  # package data: readable by all (the build dir is private)
+    full = measure(dest, cfg, full_eval or HELDOUT_SIZE)
+    info.update({"recipe": "prpo-local warmup with the WarmupConfig in 'config' (docs/local.md)",
+                 "task_seed": cfg.task_seed, "warmup_format": WARMUP_FORMAT,
+                 "code_version": info.get("code_version") or _code_version(),  # at build time
+                 "weights_sha256": weights_sha256(dest), "heldout_full": full})
+    (dest / "warmup.json").write_text(json.dumps(info, indent=2))
+    log(f"shipped {dest}: sha256 {info['weights_sha256'][:16]}..., held-out ({full['problems']} problems) greedy "
+        f"{full['greedy']['accuracy']:.1%}, sampled {full['sampled']['accuracy']:.1%}")
+    return dest
+
+
+def rebuild(cfg: WarmupConfig, *, root: Path | None = None, shipped_root: Path | None = None,
+            progress: bool = True, log=print) -> dict:
+    """Train ``cfg``'s recipe from scratch (into the cache, replacing a cached build) and compare the
+    result with the shipped policy of the same recipe: bit for bit (weights hash), else by accuracy."""
+    target = (root or cache_root()) / "warmup" / cfg.key()
+    if target.exists():
+        shutil.rmtree(target)
+    path, info = warmed_up_policy(cfg, root=root, progress=progress, log=log, use_shipped=False)
+    sha = weights_sha256(path)
+    report = {"path": path, "key": cfg.key(), "weights_sha256": sha, "shipped": None, "bitwise": None,
+              "greedy_diff": None, "sampled_diff": None}
+    shipped = shipped_policy(cfg, shipped_root)
+    if shipped is None:
+        log(f"rebuilt {path} (sha256 {sha[:16]}...); no policy is shipped for this recipe to compare with")
+        return report
+    spath, sinfo = shipped
+    report.update(shipped=spath, bitwise=sha == sinfo["weights_sha256"],
+                  greedy_diff=info["heldout_greedy"]["accuracy"] - sinfo["heldout_greedy"]["accuracy"],
+                  sampled_diff=info["heldout_sampled"]["accuracy"] - sinfo["heldout_sampled"]["accuracy"])
+    if report["bitwise"]:
+        log(f"rebuilt {path}: matches the shipped policy bit for bit (sha256 {sha[:16]}...)")
+    else:
+        log(f"rebuilt {path}: differs from the shipped policy {spath} (sha256 {sha[:16]}... vs "
+            f"{sinfo['weights_sha256'][:16]}...); held-out ({cfg.eval_problems} problems) greedy "
+            f"{info['heldout_greedy']['accuracy']:.1%} vs {sinfo['heldout_greedy']['accuracy']:.1%} "
+            f"({report['greedy_diff']:+.1%}), sampled {info['heldout_sampled']['accuracy']:.1%} vs "
+            f"{sinfo['heldout_sampled']['accuracy']:.1%} ({report['sampled_diff']:+.1%})")
+    return report

@@ -35,7 +35,7 @@ def train_flags(p: Part) -> list[str]:
     if p.smoke:  # tiny policy, tiny steps: the same code path in seconds
         flags += ["--local.num_steps", str(STEPS_SMOKE), "--rollout.batch_size", "4",
                   "--rollout.n_samples_per_prompt", "4", "--train.batch_size", "16",
-                  "--train.micro_batch_size", "16", "--rollout.max_new_tokens", "40",
+                  "--train.micro_batch_size", "16", "--rollout.max_new_tokens", "40", "--local.n_ops", "2,3",
                   "--local.eval_problems", "8", "--local.eval_samples", "2", "--eval.steps", str(STEPS_SMOKE),
                   "--ckpt.save_steps", "0", "--warmup.steps", "5", "--warmup.hidden_size", "64",
                   "--warmup.num_layers", "1"]

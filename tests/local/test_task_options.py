@@ -24,15 +24,17 @@ def test_n_ops_flag_parses_into_the_task_and_the_warmup_key():
     from prpo_openrlhf.local.trainer import warmup_config
 
     default = _cli_config()
-    assert default.n_ops == "2,3" and default.task == TaskConfig()
+    assert default.n_ops == "3,4" and default.task == TaskConfig(n_ops=(3, 4))
     cfg = _cli_config("--local.n_ops", "4, 3", "--rollout.max_new_tokens", "48")
     assert cfg.n_ops == "3,4" and cfg.task.n_ops == (3, 4)
     assert _cli_config("--local.n_ops", "3").task.n_ops == (3,)
     assert warmup_config(cfg).task == cfg.task
-    # Every cache key that depends on the task moves with it; the default's stays as it was.
+    # Every cache key that depends on the task moves with it; the default's is the shipped recipe's.
     keys = {warmup_config(TrainConfig(n_ops=n)).key() for n in ("2,3", "3", "3,4", "4")}
     assert len(keys) == 4
     assert warmup_config(default).key() == warmup_config(TrainConfig()).key()
+    from prpo_openrlhf.local.warmup import WarmupConfig
+    assert warmup_config(default).key() == WarmupConfig().key()
 
 
 @pytest.mark.parametrize("n_ops", [(2,), (3,), (4,), (5,), (3, 4)])
@@ -69,8 +71,9 @@ def test_too_small_max_new_tokens_is_refused_naming_both_flags(capsys):
                                          r"49 tokens plus EOS; use --rollout.max_new_tokens 50 or more"):
         check(TrainConfig(n_ops="5"))
     check(TrainConfig(n_ops="5", max_new_tokens=50))
-    with pytest.raises(UsageError, match="--rollout.max_new_tokens 33 is too small for --local.n_ops 2,3"):
-        check(TrainConfig(max_new_tokens=33))
+    with pytest.raises(UsageError, match="--rollout.max_new_tokens 41 is too small for --local.n_ops 3,4"):
+        check(TrainConfig(max_new_tokens=41))  # the default task: 41 bytes + EOS
+    check(TrainConfig(max_new_tokens=42))
     check(TrainConfig(max_new_tokens=16, model="some/hf-model"))  # prose in its own tokens: not checked
     assert main(["train", "--local.n_ops", "3,5", "--local.num_steps", "1"]) == 2
     err = capsys.readouterr().err

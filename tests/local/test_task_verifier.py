@@ -105,7 +105,7 @@ def test_slips_terminate_on_negative_carried_values():
 def test_lr_schedule_follows_openrlhfs_cosine_with_min_lr():
     from prpo_openrlhf.local.config import TrainConfig, lr_factor
 
-    constant = TrainConfig()
+    constant = TrainConfig(lr_warmup_ratio=0.0)
     assert [lr_factor(constant, i, 200) for i in (0, 100, 199)] == [1.0, 1.0, 1.0]
     cos = TrainConfig(lr_scheduler="cosine_with_min_lr", lr_warmup_ratio=0.03, min_lr_ratio=0.1)
     # 6 warm-up updates of 200: 1/6 .. 6/6, then cosine from 1 down towards 0.1.
