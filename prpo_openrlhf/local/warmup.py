@@ -152,14 +152,18 @@ def _sft_and_report(cfg: WarmupConfig, out: Path, progress: bool, t0: float) -> 
     losses = sft(model, tok, task, cfg, progress)
     model.save_pretrained(out)
     sft_seconds = time.monotonic() - t0
-    rollout = HFRollout(model, tok)
-    # 64 tokens fit up to 6 operations; longer tasks get their longest solution plus EOS.
-    kw = dict(max_new_tokens=max(64, max_solution_bytes(cfg.task) + 1))
-    greedy = heldout_accuracy(rollout, tok, task, cfg.eval_problems, greedy=True, **kw)
-    sampled = heldout_accuracy(rollout, tok, task, cfg.eval_problems, greedy=False, n_samples=4, **kw)
+    greedy, sampled = _accuracies(HFRollout(model, tok), tok, task, cfg.eval_problems)
     return {"config": dataclasses.asdict(cfg), "key": cfg.key(), "code_version": _code_version(),
             "warmup_format": WARMUP_FORMAT, "final_loss": sum(losses[-20:]) / 20,
             "sft_seconds": round(sft_seconds, 1), "heldout_greedy": greedy, "heldout_sampled": sampled}
+
+
+def _accuracies(rollout, tok, task: ArithmeticTask, n_problems: int) -> tuple[dict, dict]:
+    """Held-out greedy pass@1 and sampled mean@4, as every warm-up report measures them."""
+    # 64 tokens fit up to 6 operations; longer tasks get their longest solution plus EOS.
+    kw = dict(max_new_tokens=max(64, max_solution_bytes(task.cfg) + 1))
+    return (heldout_accuracy(rollout, tok, task, n_problems, greedy=True, **kw),
+            heldout_accuracy(rollout, tok, task, n_problems, greedy=False, n_samples=4, **kw))
 
 
 def weights_sha256(path: Path | str) -> str:
@@ -243,12 +247,9 @@ def measure(path: Path | str, cfg: WarmupConfig, n_problems: int) -> dict:
     try:
         tok = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-        task = ArithmeticTask(cfg.task, seed=cfg.task_seed)
-        rollout = HFRollout(model, tok)
-        kw = dict(max_new_tokens=max(64, max_solution_bytes(cfg.task) + 1))
-        return {"problems": n_problems,
-                "greedy": heldout_accuracy(rollout, tok, task, n_problems, greedy=True, **kw),
-                "sampled": heldout_accuracy(rollout, tok, task, n_problems, greedy=False, n_samples=4, **kw)}
+        greedy, sampled = _accuracies(HFRollout(model, tok), tok, ArithmeticTask(cfg.task, seed=cfg.task_seed),
+                                      n_problems)
+        return {"problems": n_problems, "greedy": greedy, "sampled": sampled}
     finally:
         torch.set_num_threads(threads)
 

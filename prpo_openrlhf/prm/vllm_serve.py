@@ -32,11 +32,10 @@ import sys
 
 from prpo_openrlhf.vllm_cpu import CPU_KV_CACHE_MIB, SIZING_KEYS, on_cpu
 
+from .client import TOKEN_ENV
 from .inputs import DEFAULT_STEP_TAG, step_tag_id
 
-TOKEN_ENV = "PRPO_PRM_TOKEN"
 OPEN_PATHS = ("/health",)
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 logger = logging.getLogger("prpo-vllm-serve-prm")
 
@@ -120,6 +119,8 @@ def main(argv: list[str] | None = None) -> None:
     ours, extra = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
     args = build_parser().parse_args(ours)
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from prpo_openrlhf.cli.serve_prm import LOOPBACK
+
     if env_token() is None and args.host not in LOOPBACK:
         logger.warning("serving on %s without a bearer token: anyone who can reach this port can "
                        "use the PRM (set $%s)", args.host, TOKEN_ENV)
