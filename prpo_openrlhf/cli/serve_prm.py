@@ -17,6 +17,7 @@ import argparse
 import logging
 import os
 import signal
+import threading
 import sys
 
 from prpo_openrlhf.prm.server import DEFAULT_MAX_REQUEST_CHARS, DEFAULT_MAX_SEGMENTS
@@ -104,10 +105,6 @@ def build_scorer(args):
     return PRMScorer(args.model, args.backend, **kwargs)
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
@@ -127,8 +124,11 @@ def main(argv=None) -> int:
                        idle_timeout_s=args.idle_timeout_s)
     # Launchers (and tests) read the bound port from this line when --port 0 is used.
     print(f"prpo-serve-prm: serving {args.model} ({args.backend}) on {server.url}", flush=True)
-    # SIGTERM (e.g. from a job scheduler) shuts down like Ctrl-C: sockets and actors released.
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    # SIGTERM (e.g. from a job scheduler) ends serve_forever from a helper thread (shutdown()
+    # blocks until the loop has stopped), rather than raising inside whatever the main thread
+    # is doing; sockets and actors are then released below, as after Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda signum, frame: threading.Thread(
+        target=server.httpd.shutdown, name="sigterm", daemon=True).start())
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -225,15 +225,28 @@ class _CappedHTTPServer(ThreadingHTTPServer):
     def __init__(self, address, handler, max_connections: int, on_refuse):
         super().__init__(address, handler)
         self._slots = threading.BoundedSemaphore(max_connections)
+        self._holders: set[int] = set()  # id() of the requests that hold a slot
+        self._holders_lock = threading.Lock()
         self._refusals = threading.BoundedSemaphore(max_connections)
         self._on_refuse = on_refuse
 
+    def _release_slot(self, request) -> None:
+        # Exactly once per request: Ctrl-C can land in Thread.start() after the handler thread
+        # began, and both that thread and the caller then try to give the slot back.
+        with self._holders_lock:
+            if id(request) not in self._holders:
+                return
+            self._holders.discard(id(request))
+        self._slots.release()
+
     def process_request(self, request, client_address):
         if self._slots.acquire(blocking=False):
+            with self._holders_lock:
+                self._holders.add(id(request))
             try:
                 super().process_request(request, client_address)
             except BaseException:
-                self._slots.release()
+                self._release_slot(request)
                 raise
             return
         self._on_refuse()
@@ -246,7 +259,7 @@ class _CappedHTTPServer(ThreadingHTTPServer):
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._slots.release()
+            self._release_slot(request)
 
     def _refuse(self, request) -> None:
         body = b'{"error": "too many open connections; try again"}'

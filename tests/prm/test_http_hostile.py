@@ -5,6 +5,7 @@ stand-in peers are used only where the test needs a server that misbehaves on pu
 """
 import json
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -214,6 +215,68 @@ def test_a_503_for_too_many_connections_is_retried_by_the_client(server, hf_scor
         for sock in idle:
             sock.close()
     assert _counts(server)["refused_connections"] >= 1
+
+
+def test_ctrl_c_inside_thread_start_gives_the_connection_slot_back_once(server, monkeypatch):
+    """Before: a Ctrl-C (or the old SIGTERM handler) landing in Thread.start() after the handler
+    thread had begun released the slot twice; the ValueError hid the interrupt and the service
+    went on serving (a CI run saw prpo-serve-prm ignore SIGTERM for 60 s)."""
+    import socketserver
+
+    class InterruptedStart(threading.Thread):
+        def start(self):
+            super().start()
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(socketserver.threading, "Thread", InterruptedStart)
+    errors = []
+    monkeypatch.setattr(threading, "excepthook", errors.append)
+    ours, theirs = socket.socketpair()
+    with pytest.raises(KeyboardInterrupt):
+        server.httpd.process_request(theirs, ("127.0.0.1", 1))
+    ours.close()  # the handler reads EOF and its thread ends
+    deadline = time.monotonic() + 10
+    while server.httpd._holders and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert errors == []
+    slots = server.httpd._slots
+    assert [slots.acquire(blocking=False) for _ in range(4)] == [True, True, True, False]
+    for _ in range(3):
+        slots.release()
+
+
+def test_sigterm_while_a_request_is_served_stops_the_cli(tiny_prm_path):
+    exe = os.path.join(os.path.dirname(sys.executable), "prpo-serve-prm")
+    proc = subprocess.Popen([exe, "--model", tiny_prm_path, "--port", "0", "--dtype", "fp32",
+                             "--device", "cpu", "--log-level", "WARNING"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().rsplit(" on ", 1)[1].strip()
+        host, port = url[len("http://"):].split(":")
+        # Connections open and arriving while the signal lands.
+        idle = [socket.create_connection((host, int(port))) for _ in range(5)]
+        stop = threading.Event()
+
+        def knock():
+            while not stop.is_set():
+                try:
+                    requests.get(url + "/health", timeout=2)
+                except requests.RequestException:
+                    pass
+
+        knocker = threading.Thread(target=knock, daemon=True)
+        knocker.start()
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        stop.set()
+        knocker.join(timeout=10)
+        for sock in idle:
+            sock.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 @pytest.mark.parametrize("token", ["", "   \n"])
