@@ -30,12 +30,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="prpo-local", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="one training run", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    # Every --help shows the defaults (argparse adds them; the help texts do not repeat them).
+    fmt = dict(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    train = sub.add_parser("train", help="one training run", **fmt)
     add_train_flags(train)
     add_logger_flags(train)
-    compare = sub.add_parser("compare", help="GRPO vs PRPO and the ablations, same seeds and budget")
+    compare = sub.add_parser("compare", help="GRPO vs PRPO and the ablations, same seeds and budget", **fmt)
     add_compare_flags(compare)
-    warmup = sub.add_parser("warmup", help="the embedded policy: shipped, cached or built; --rebuild checks it")
+    warmup = sub.add_parser("warmup", help="the embedded policy: shipped, cached or built; --rebuild checks it",
+                            **fmt)
     add_warmup_flags(warmup)
     return parser
 

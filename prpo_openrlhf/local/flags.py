@@ -97,8 +97,7 @@ def add_train_flags(parser, defaults: TrainConfig | None = None, skip: tuple[str
             parser.add_argument(*names, dest=f.name, action="store_false", help=help_text)
         else:
             kind = type(default) if default is not None else str
-            parser.add_argument(*names, dest=f.name, type=kind, default=default,
-                                help=f"{help_text} (default: {default})")
+            parser.add_argument(*names, dest=f.name, type=kind, default=default, help=help_text)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
