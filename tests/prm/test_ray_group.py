@@ -106,7 +106,8 @@ def test_a_stuck_actor_ends_the_call_at_its_deadline_and_info_answers_meanwhile(
     try:
         start = time.monotonic()
         future = group.score_async(BIG_PROBLEMS, BIG_SEGMENTS, timeout_s=2.0)
-        with pytest.raises(TimeoutError, match=r"pending on actor\(s\) \[0\]"):
+        # Actor 0 is named; on a loaded machine the healthy actor 1 may be late too ([0, 1]).
+        with pytest.raises(TimeoutError, match=r"pending on actor\(s\) \[0[,\]]"):
             future.result()
         assert 1.9 < time.monotonic() - start < 10
         start = time.monotonic()
