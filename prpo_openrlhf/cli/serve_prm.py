@@ -17,8 +17,8 @@ import argparse
 import logging
 import os
 import signal
-import threading
 import sys
+import threading
 
 from prpo_openrlhf.prm.server import DEFAULT_MAX_REQUEST_CHARS, DEFAULT_MAX_SEGMENTS
 
