@@ -20,9 +20,8 @@ import signal
 import sys
 import threading
 
+from prpo_openrlhf.prm.client import LOOPBACK, TOKEN_ENV
 from prpo_openrlhf.prm.server import DEFAULT_MAX_REQUEST_CHARS, DEFAULT_MAX_SEGMENTS
-
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["hf", "vllm"], default="hf")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
-    p.add_argument("--token-env", default="PRPO_PRM_TOKEN",
+    p.add_argument("--token-env", default=TOKEN_ENV,
                    help="environment variable holding the bearer token (unset: no auth)")
     p.add_argument("--token-file", default=None, help="file holding the bearer token")
     p.add_argument("--max-request-mb", type=float, default=32.0, help="body size limit")

@@ -14,6 +14,7 @@ default ``--warmup.*`` settings loads it in place and trains nothing; ``prpo-loc
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -60,6 +61,11 @@ WEIGHTS = "model.safetensors"
 
 def cache_root() -> Path:
     return Path(os.environ.get("PRPO_CACHE_DIR") or Path.home() / ".cache" / "prpo_openrlhf")
+
+
+def _cached_path(cfg: WarmupConfig, root: Path | None) -> Path:
+    """Where ``cfg``'s build lives in the cache (``root`` or ``cache_root()``)."""
+    return (root or cache_root()) / "warmup" / cfg.key()
 
 
 def _sft_batch(tok, task: ArithmeticTask, cfg: WarmupConfig, step: int, rng: random.Random):
@@ -127,15 +133,21 @@ def heldout_accuracy(rollout, tok, task: ArithmeticTask, n_problems: int, *, gre
     return {"accuracy": sum(ok) / len(ok), "response_length": sum(len(s.response_ids) for s in samples) / len(samples)}
 
 
-def _build(cfg: WarmupConfig, out: Path, progress: bool) -> dict:
-    t0 = time.monotonic()
-    # One thread: the tiny policy's matrices are too small to split (see trainer.set_threads).
+@contextlib.contextmanager
+def _one_thread():
+    # The tiny policy's matrices are too small to split (see trainer.set_threads).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _sft_and_report(cfg, out, progress, t0)
+        yield
     finally:
         torch.set_num_threads(threads)
+
+
+def _build(cfg: WarmupConfig, out: Path, progress: bool) -> dict:
+    t0 = time.monotonic()
+    with _one_thread():
+        return _sft_and_report(cfg, out, progress, t0)
 
 
 def _sft_and_report(cfg: WarmupConfig, out: Path, progress: bool, t0: float) -> dict:
@@ -195,7 +207,7 @@ def warmed_up_policy(cfg: WarmupConfig = WarmupConfig(), *, root: Path | None = 
             f"{info['heldout_greedy']['accuracy']:.1%}, sampled {info['heldout_sampled']['accuracy']:.1%}; "
             f"rebuild with `prpo-local warmup --rebuild`)")
         return path, info
-    target = (root or cache_root()) / "warmup" / cfg.key()
+    target = _cached_path(cfg, root)
     info_file = target / "warmup.json"
     if info_file.exists():
         info = json.loads(info_file.read_text())
@@ -242,16 +254,12 @@ def measure(path: Path | str, cfg: WarmupConfig, n_problems: int) -> dict:
 
     from prpo_openrlhf.local.rollout import HFRollout
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with _one_thread():
         tok = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
         greedy, sampled = _accuracies(HFRollout(model, tok), tok, ArithmeticTask(cfg.task, seed=cfg.task_seed),
                                       n_problems)
-        return {"problems": n_problems, "greedy": greedy, "sampled": sampled}
-    finally:
-        torch.set_num_threads(threads)
+    return {"problems": n_problems, "greedy": greedy, "sampled": sampled}
 
 
 def ship(src: Path | str, cfg: WarmupConfig, shipped_root: Path | None = None, *, full_eval: int | None = None,
@@ -287,7 +295,7 @@ def rebuild(cfg: WarmupConfig, *, root: Path | None = None, shipped_root: Path |
             progress: bool = True, log=print) -> dict:
     """Train ``cfg``'s recipe from scratch (into the cache, replacing a cached build) and compare the
     result with the shipped policy of the same recipe: bit for bit (weights hash), else by accuracy."""
-    target = (root or cache_root()) / "warmup" / cfg.key()
+    target = _cached_path(cfg, root)
     if target.exists():
         shutil.rmtree(target)
     path, info = warmed_up_policy(cfg, root=root, progress=progress, log=log, use_shipped=False)

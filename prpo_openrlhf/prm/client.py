@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 RETRY_STATUS = {429, 502, 503}
 TOKEN_ENV = "PRPO_PRM_TOKEN"
+# Hosts on which the PRM servers (prpo-serve-prm, vllm_serve) start without a token and no warning.
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 DEADLINE_HEADER = "X-PRM-Timeout-S"
 # The client waits this much past the deadline so that the service's own 504 reaches it.
 GRACE_S = 5.0

@@ -32,7 +32,7 @@ import sys
 
 from prpo_openrlhf.vllm_cpu import CPU_KV_CACHE_MIB, SIZING_KEYS, on_cpu
 
-from .client import TOKEN_ENV
+from .client import LOOPBACK, TOKEN_ENV
 from .inputs import DEFAULT_STEP_TAG, step_tag_id
 
 OPEN_PATHS = ("/health",)
@@ -119,8 +119,6 @@ def main(argv: list[str] | None = None) -> None:
     ours, extra = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
     args = build_parser().parse_args(ours)
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from prpo_openrlhf.cli.serve_prm import LOOPBACK
-
     if env_token() is None and args.host not in LOOPBACK:
         logger.warning("serving on %s without a bearer token: anyone who can reach this port can "
                        "use the PRM (set $%s)", args.host, TOKEN_ENV)
