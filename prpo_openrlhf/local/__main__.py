@@ -25,13 +25,13 @@ def _quiet() -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from prpo_openrlhf.local.compare import add_compare_flags
-    from prpo_openrlhf.local.flags import add_train_flags
+    from prpo_openrlhf.local.flags import DefaultsHelpFormatter, add_train_flags
     from prpo_openrlhf.local.tracking import add_logger_flags
 
     parser = argparse.ArgumentParser(prog="prpo-local", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     # Every --help shows the defaults (argparse adds them; the help texts do not repeat them).
-    fmt = dict(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    fmt = dict(formatter_class=DefaultsHelpFormatter)
     train = sub.add_parser("train", help="one training run", **fmt)
     add_train_flags(train)
     add_logger_flags(train)

@@ -79,6 +79,14 @@ FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
 }
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except an on/off switch's: "--local.no_progress ... (default:
+    True)" reads as if the bar were off by default, and a switch's help already says what it does."""
+
+    def _get_help_string(self, action):
+        return action.help if action.nargs == 0 else super()._get_help_string(action)
+
+
 def flag_of(field: str) -> str:
     return FLAGS[field][0][-1] if field in FLAGS else field
 

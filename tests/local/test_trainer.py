@@ -94,7 +94,11 @@ def test_cli_train_help_and_bad_flags(capsys):
 
     with pytest.raises(SystemExit):
         main(["train", "--help"])
-    assert "--algo.advantage.estimator" in capsys.readouterr().out
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--algo.advantage.estimator ESTIMATOR grpo (= group_norm)" in text
+    assert "(default: prpo)" in text and text.count("(default: prpo)") == 1  # shown once, by argparse
+    assert "--local.no_progress no progress bar --" in text  # a switch: no "(default: True)"
+    assert "(default: True)" not in text and "(default: False)" not in text
     assert main(["train", "--prpo.split", "sentences", "--local.num_steps", "1"]) == 2
     assert "--prpo.split 'sentences'" in capsys.readouterr().err
 
