@@ -40,7 +40,7 @@ class WarmupConfig:
     task: TaskConfig = field(default_factory=lambda: TaskConfig(n_ops=(3, 4)))
     task_seed: int = 0
     hidden_size: int = 128
-    num_layers: int = 2
+    num_layers: int = 4
     max_position_embeddings: int = 256
     steps: int = 4000
     batch_size: int = 32

@@ -94,7 +94,8 @@ def test_rebuild_reports_a_mismatch_and_the_cli_exits_1(shipped_tiny, tmp_path, 
     monkeypatch.setattr(W, "SHIPPED_ROOT", other)
     monkeypatch.setenv("PRPO_CACHE_DIR", str(tmp_path / "cache"))
     rc = main(["warmup", "--rebuild", "--local.no_progress", "--warmup.steps", str(TINY["warmup_steps"]),
-               "--warmup.hidden_size", str(TINY["warmup_hidden_size"]), "--local.n_ops", TrainConfig(**TINY).n_ops])
+               "--warmup.hidden_size", str(TINY["warmup_hidden_size"]), "--warmup.num_layers",
+               str(TINY["warmup_num_layers"]), "--local.n_ops", TrainConfig(**TINY).n_ops])
     out = capsys.readouterr().out
     assert rc == 1 and "differs from the shipped policy" in out and "-25.0%" in out
 
@@ -104,7 +105,8 @@ def test_warmup_cli_prints_the_policy_path(cache_dir, capsys):
 
     root, path = cache_dir
     rc = main(["warmup", "--local.no_progress", "--warmup.steps", str(TINY["warmup_steps"]),
-               "--warmup.hidden_size", str(TINY["warmup_hidden_size"]), "--local.n_ops", TrainConfig(**TINY).n_ops])
+               "--warmup.hidden_size", str(TINY["warmup_hidden_size"]), "--warmup.num_layers",
+               str(TINY["warmup_num_layers"]), "--local.n_ops", TrainConfig(**TINY).n_ops])
     assert rc == 0 and capsys.readouterr().out.strip().endswith(path)
 
 

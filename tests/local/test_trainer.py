@@ -120,7 +120,8 @@ def test_compare_runs_every_method_on_the_same_budget_and_reports(cache_dir, tmp
             "--local.num_steps", "2", "--eval.steps", "1", "--local.eval_problems", "8", "--local.eval_samples", "1",
             "--rollout.batch_size", "2", "--rollout.n_samples_per_prompt", "4", "--train.batch_size", "8",
             "--rollout.max_new_tokens", "34", "--local.engine", "hf", "--local.no_progress",
-            "--warmup.steps", str(TINY["warmup_steps"]), "--warmup.hidden_size", str(TINY["warmup_hidden_size"])]
+            "--warmup.steps", str(TINY["warmup_steps"]), "--warmup.hidden_size", str(TINY["warmup_hidden_size"]),
+            "--warmup.num_layers", str(TINY["warmup_num_layers"])]
     assert main(argv) == 0
     text = (out / "compare.md").read_text()
     for name in ("GRPO", "PRPO", "process-only", "(start: warmed-up policy)"):
