@@ -54,16 +54,19 @@ def config(p: Part, device: str, out: Path):
 
 
 def prepare_warmup(p: Part) -> Path:
-    """The warmed-up policy in this part's PRPO_CACHE_DIR: carried, or built here (CPU)."""
+    """The warmed-up policy: shipped with the package (the default recipe), else in this part's
+    PRPO_CACHE_DIR, carried or built here (CPU)."""
     from prpo_openrlhf.local.trainer import warmup_config
-    from prpo_openrlhf.local.warmup import warmed_up_policy
+    from prpo_openrlhf.local.warmup import shipped_policy, warmed_up_policy
 
     cache = p.out / "prpo_cache"
     os.environ["PRPO_CACHE_DIR"] = str(cache)
     wcfg = warmup_config(config(p, "cpu", p.out / "unused"))
     carried = os.environ.get("GPU_CHECK_WARMUP_CACHE")
     src = Path(carried) / "warmup" / wcfg.key() if carried else None
-    if src is not None and (src / "warmup.json").exists():
+    if shipped_policy(wcfg) is not None:
+        p.figure("warmup", "shipped with the package")
+    elif src is not None and (src / "warmup.json").exists():
         shutil.copytree(src, cache / "warmup" / wcfg.key(), dirs_exist_ok=True)
         p.figure("warmup", f"carried ({src})")
     else:
