@@ -87,12 +87,18 @@ def run_one(base: TrainConfig, name: str, seed: int, root: Path, log=print) -> l
     resume = (out / runlog.CKPT).exists()
     cfg = dataclasses.replace(base, **METHODS[name], seed=seed, output_dir=str(out), resume=resume)
     if _finished(out, base.num_steps):
-        changed = diff(json.loads((out / "config.json").read_text()), cfg)
+        saved = json.loads((out / "config.json").read_text())
+        changed = diff(saved, cfg)
+        # A longer run's first num_steps steps are a shorter run's whole run only when the LR does
+        # not depend on the run's length (prompts and sampling seeds are functions of the step).
+        if saved.get("num_steps", cfg.num_steps) != cfg.num_steps and (cfg.lr_scheduler != "constant"
+                                                                        or cfg.lr_warmup_ratio > 0):
+            changed.append("num_steps")
         if changed:
             raise UsageError(f"{out} was trained with other settings ({', '.join(flag_of(c) for c in changed)}); "
                              "use another --compare.output_dir")
-        log(f"{name} seed {seed}: finished earlier, reusing {out}")
-        return runlog.read_metrics(out)
+        log(f"{name} seed {seed}: finished earlier, reusing {out} (its first {base.num_steps} steps)")
+        return [r for r in runlog.read_metrics(out) if r["step"] <= base.num_steps]
     if not resume and out.exists():  # a run killed before its first checkpoint: start it again
         (out / runlog.METRICS).unlink(missing_ok=True)
     t0 = time.monotonic()

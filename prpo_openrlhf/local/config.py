@@ -53,7 +53,7 @@ class TrainConfig:
     max_new_tokens: int = 48
     temperature: float = 1.0
     # update
-    num_steps: int = 80               # make run in < 8 min on 2 cores (docs/local.md)
+    num_steps: int = 60               # make run in < 8 min on 2 cores (docs/local.md)
     train_batch_size: int = 64        # rollouts per optimizer step
     micro_batch_size: int = 128       # rows per forward/backward (gradient accumulation)
     max_epochs: int = 1
