@@ -98,7 +98,9 @@ def run_one(base: TrainConfig, name: str, seed: int, root: Path, log=print) -> l
             raise UsageError(f"{out} was trained with other settings ({', '.join(flag_of(c) for c in changed)}); "
                              "use another --compare.output_dir")
         log(f"{name} seed {seed}: finished earlier, reusing {out} (its first {base.num_steps} steps)")
-        return [r for r in runlog.read_metrics(out) if r["step"] <= base.num_steps]
+        # Steps 0..num_steps-1 trained, then the evaluation logged at step num_steps.
+        return [r for r in runlog.read_metrics(out)
+                if r["step"] < base.num_steps or (r["step"] == base.num_steps and "eval/accuracy" in r)]
     if not resume and out.exists():  # a run killed before its first checkpoint: start it again
         (out / runlog.METRICS).unlink(missing_ok=True)
     t0 = time.monotonic()

@@ -146,6 +146,7 @@ def test_compare_runs_every_method_on_the_same_budget_and_reports(cache_dir, tmp
     step1 = next(r for r in runlog.read_metrics(out / "prpo" / "seed0") if r["step"] == 1 and "eval/accuracy" in r)
     final = json.loads((out / "compare.json").read_text())["clean"]["results"]["PRPO"][0]
     assert final["sampled_accuracy"] == step1["eval/sampled_accuracy"] and final["curve"][-1][0] == 1
+    assert [x[0] for x in final["length_curve"]] == [0]  # the 1 step a 1-step run trains
     # ... unless the LR schedule depends on the run's length
     assert main(argv + ["--local.num_steps", "1", "--actor.lr_scheduler", "cosine_with_min_lr"]) == 2
     assert "--local.num_steps" in capsys.readouterr().err
