@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from prpo_openrlhf.local import runlog
-from prpo_openrlhf.local.config import TrainConfig, UsageError, diff
+from prpo_openrlhf.local.config import TrainConfig, UsageError, diff, lr_depends_on_length
 from prpo_openrlhf.local.flags import flag_of
 
 # name -> TrainConfig overrides; GRPO first: the others are measured against its final accuracy.
@@ -89,10 +89,9 @@ def run_one(base: TrainConfig, name: str, seed: int, root: Path, log=print) -> l
     if _finished(out, base.num_steps):
         saved = json.loads((out / "config.json").read_text())
         changed = diff(saved, cfg)
-        # A longer run's first num_steps steps are a shorter run's whole run only when the LR does
-        # not depend on the run's length (prompts and sampling seeds are functions of the step).
-        if saved.get("num_steps", cfg.num_steps) != cfg.num_steps and (cfg.lr_scheduler != "constant"
-                                                                        or cfg.lr_warmup_ratio > 0):
+        # Prompts and sampling seeds are functions of the step, so a longer run's first steps are a
+        # shorter run unless the LR schedule stretches with the length.
+        if saved.get("num_steps", cfg.num_steps) != cfg.num_steps and lr_depends_on_length(cfg):
             changed.append("num_steps")
         if changed:
             raise UsageError(f"{out} was trained with other settings ({', '.join(flag_of(c) for c in changed)}); "

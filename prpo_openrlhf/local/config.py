@@ -198,6 +198,12 @@ def lr_factor(cfg: TrainConfig, update: int, total: int) -> float:
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def lr_depends_on_length(cfg: TrainConfig) -> bool:
+    """Whether ``lr_factor`` depends on the run's total length: with it, the first N steps of a
+    longer run are not an N-step run."""
+    return cfg.lr_scheduler != "constant" or cfg.lr_warmup_ratio > 0
+
+
 def diff(saved: dict, cfg: TrainConfig) -> list[str]:
     """Fields whose value differs from a checkpoint's config and may not change on resume."""
     return [f.name for f in fields(cfg)
