@@ -287,6 +287,11 @@ class LocalTrainer:
             raise UsageError(f"{flag_of('resume')}: the checkpoint in {self.out} was trained with other settings: "
                              + ", ".join(f"{flag_of(c)} {state['config'][c]!r} (now {getattr(self.cfg, c)!r})"
                                          for c in changed))
+        if state["next_step"] > self.cfg.num_steps:
+            # Resuming would drop the metrics past num_steps and overwrite the checkpoint and the
+            # final policy with a later policy labelled as step num_steps.
+            raise UsageError(f"{flag_of('resume')}: {self.out} has trained {state['next_step']} steps, more than "
+                             f"{flag_of('num_steps')} {self.cfg.num_steps}; the number of steps may only grow")
         self.start_step = state["next_step"]
         runlog.truncate_metrics(self.out, self.start_step)
         self.log(f"resumed {self.out} at step {self.start_step}")

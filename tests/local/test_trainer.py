@@ -75,6 +75,12 @@ def test_run_directory_guards(cache_dir, tmp_path):
     with pytest.raises(UsageError, match="--algo.advantage.estimator 'prpo'"):
         LocalTrainer(TrainConfig(**{**TINY, "output_dir": str(tmp_path / "run"), "num_steps": 2,
                                     "resume": True, "estimator": "group_norm"}), log=lambda *_: None)
+    _train(tmp_path / "two", num_steps=2)
+    before = (tmp_path / "two" / "metrics.jsonl").read_text()
+    with pytest.raises(UsageError, match="has trained 2 steps, more than --local.num_steps 1"):
+        LocalTrainer(TrainConfig(**{**TINY, "output_dir": str(tmp_path / "two"), "num_steps": 1, "resume": True}),
+                     log=lambda *_: None)
+    assert (tmp_path / "two" / "metrics.jsonl").read_text() == before  # nothing dropped
 
 
 def test_flag_checks_name_the_flags():
