@@ -8,10 +8,12 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["prpo_openrlhf", "prpo_openrlhf.*"]),
+    # The embedded policy shipped with prpo-local (docs/local.md, "The embedded default"); also in
+    # MANIFEST.in. Its directory has no __init__.py, so it is named here: setuptools would otherwise
+    # warn that a directory of package data is importable but not listed.
+    packages=find_packages(include=["prpo_openrlhf", "prpo_openrlhf.*"]) + ["prpo_openrlhf.local.shipped"],
     include_package_data=True,
-    # The embedded policy shipped with prpo-local (docs/local.md, "The embedded default"); also in MANIFEST.in.
-    package_data={"prpo_openrlhf.local": ["shipped/*/*"]},
+    package_data={"prpo_openrlhf.local.shipped": ["*/*"]},
     # The CPU environment pins everything in requirements/constraints-cpu.txt and installs
     # OpenRLHF/vLLM specially (scripts/setup_cpu_env.sh), so the base list stays minimal.
     install_requires=["torch", "transformers", "math-verify[antlr4_13_2]", "tqdm", "requests"],

@@ -123,8 +123,26 @@ def test_the_package_ships_the_default_recipe():
     assert [p.name for p in W.SHIPPED_ROOT.iterdir() if p.is_dir()] == [cfg.key()]
 
 
-def test_setup_packages_the_shipped_folder():
+def test_wheel_holds_the_shipped_policy(tmp_path):
+    """A wheel built from the source holds every file of every shipped policy, without
+    setuptools' warning about a directory of package data missing from ``packages``."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
     repo = Path(__file__).resolve().parents[2]
-    manifest = (repo / "MANIFEST.in").read_text()
-    assert "prpo_openrlhf/local/shipped" in manifest
-    assert "include_package_data=True" in (repo / "setup.py").read_text()
+    src = tmp_path / "src"  # a copy: the build writes build/ and *.egg-info beside setup.py
+    shutil.copytree(repo / "prpo_openrlhf", src / "prpo_openrlhf",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for name in ("setup.py", "README.md", "MANIFEST.in"):
+        shutil.copy(repo / name, src / name)
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-v",
+                           str(src), "-w", str(tmp_path / "dist")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "BuildBackendWarning" not in proc.stdout + proc.stderr
+    shipped = repo / "prpo_openrlhf" / "local" / "shipped"
+    expected = {f.relative_to(repo).as_posix() for f in shipped.glob("*/*") if f.is_file()}
+    assert any(p.endswith("model.safetensors") for p in expected)
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    assert expected <= set(zipfile.ZipFile(wheel).namelist())
