@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import statistics
 import time
 from pathlib import Path
@@ -135,6 +136,28 @@ def _reach(hits: list[int | None]) -> str:
     return ", ".join("never" if h is None else str(h) for h in hits)
 
 
+def paired_with(per_seed: list[dict], reference: list[dict]) -> tuple[int, int]:
+    """(above, below): evaluations after the start, over all seeds, where the method's sampled
+    accuracy is above / below the reference's at the same step with the same seed. Both saw the
+    same prompts and sampling seeds, so this pairs away most of the between-seed spread."""
+    above = below = 0
+    for run, ref in zip(per_seed, reference):
+        ref_at = {step: sampled for step, _, sampled in ref["curve"]}
+        for step, _, sampled in run["curve"]:
+            if step > 0 and step in ref_at:
+                above += sampled > ref_at[step] + 1e-9
+                below += sampled < ref_at[step] - 1e-9
+    return above, below
+
+
+def pooled_sd(results: dict[str, list[dict]]) -> float | None:
+    """sqrt of the mean over methods of the variance over seeds of the final sampled accuracy;
+    None with one seed. Three seeds' sd scatters widely around it (a chi-square with 2 degrees
+    of freedom), so a single method's sd is a poor guide to what a gap means."""
+    variances = [statistics.variance([s["sampled_accuracy"] for s in v]) for v in results.values() if len(v) > 1]
+    return math.sqrt(statistics.mean(variances)) if variances else None
+
+
 def table(results: dict[str, list[dict]], start: dict | None, starts: list[dict] | None = None) -> str:
     """Markdown table; 'steps to GRPO' uses each seed's own GRPO run as the target, 'steps to
     +10' each seed's own start (``starts``, one per seed).
@@ -144,23 +167,33 @@ def table(results: dict[str, list[dict]], start: dict | None, starts: list[dict]
     """
     grpo = results.get("GRPO")
     head = ("| method | held-out acc. sampled, mean@k (%) | held-out acc. greedy (%) | mean response length "
-            "(tokens, last 10 steps) | steps to +10 points sampled | steps to GRPO's final sampled acc. |\n"
-            "|---|---|---|---|---|---|\n")
+            "(tokens, last 10 steps) | steps to +10 points sampled | steps to GRPO's final sampled acc. | "
+            "evaluations above / below GRPO |\n"
+            "|---|---|---|---|---|---|---|\n")
     rows = []
     if start:
         rows.append(f"| (start: warmed-up policy) | {100 * start['sampled_accuracy']:.1f} | "
-                    f"{100 * start['accuracy']:.1f} | {start['response_length']:.1f} | | |")
+                    f"{100 * start['accuracy']:.1f} | {start['response_length']:.1f} | | | |")
     for name, per_seed in results.items():
-        reach, gain = "-", "-"
+        reach, gain, paired = "-", "-", "-"
         if grpo:
             reach = _reach([steps_to_reach(s["curve"], g["sampled_accuracy"]) for s, g in zip(per_seed, grpo)])
+            if name != "GRPO":
+                paired = "%d / %d" % paired_with(per_seed, grpo)
         if starts:
             gain = _reach([steps_to_reach(s["curve"], st["sampled_accuracy"] + GAIN)
                            for s, st in zip(per_seed, starts)])
         rows.append(f"| {name} | {_mean_sd([s['sampled_accuracy'] for s in per_seed])} | "
                     f"{_mean_sd([s['accuracy'] for s in per_seed])} | "
-                    f"{statistics.mean(s['response_length'] for s in per_seed):.1f} | {gain} | {reach} |")
-    return head + "\n".join(rows) + "\n"
+                    f"{statistics.mean(s['response_length'] for s in per_seed):.1f} | {gain} | {reach} | {paired} |")
+    text = head + "\n".join(rows) + "\n"
+    sd = pooled_sd(results)
+    if sd is not None:
+        n = min(len(v) for v in results.values())
+        text += (f"\nPooled sd over seeds of the final sampled accuracy: {100 * sd:.2f} points; the difference of "
+                 f"two methods' means over {n} seeds then has a standard error of about "
+                 f"{100 * sd * math.sqrt(2 / n):.2f} points.\n")
+    return text
 
 
 def plot(results: dict[str, list[dict]], path: Path, title: str) -> None:

@@ -134,7 +134,7 @@ def test_compare_runs_every_method_on_the_same_budget_and_reports(cache_dir, tmp
         assert f"| {name} |" in text
     assert (out / "compare.png").exists() and (out / "compare_noisy.png").exists()
     clean, noisy = text.split("## noisy PRM")
-    assert "steps to +10 points sampled" in clean and "| PRPO |" in noisy
+    assert "steps to +10 points sampled" in clean and "evaluations above / below GRPO" in clean and "| PRPO |" in noisy
     # GRPO uses no process scores: its noisy-arm row is the clean run, not a second training.
     assert not (out / "noisy-prm" / "grpo").exists() and (out / "noisy-prm" / "prpo" / "seed0").exists()
     noisy_train = [r for r in runlog.read_metrics(out / "noisy-prm" / "prpo" / "seed0") if "train/accuracy" in r]
