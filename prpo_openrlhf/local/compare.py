@@ -67,10 +67,6 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
 
 
-def _finished(out: Path, num_steps: int) -> bool:
-    return any(r.get("step") == num_steps and "eval/accuracy" in r for r in runlog.read_metrics(out))
-
-
 def parse_noise(text: str) -> tuple[float, float] | None:
     if text.strip().lower() in ("none", "off", "0", ""):
         return None
@@ -87,7 +83,8 @@ def run_one(base: TrainConfig, name: str, seed: int, root: Path, log=print) -> l
     out = root / _slug(name) / f"seed{seed}"
     resume = (out / runlog.CKPT).exists()
     cfg = dataclasses.replace(base, **METHODS[name], seed=seed, output_dir=str(out), resume=resume)
-    if _finished(out, base.num_steps):
+    records = runlog.read_metrics(out)
+    if any(r["step"] == base.num_steps and "eval/accuracy" in r for r in records):  # finished (or longer)
         saved = json.loads((out / "config.json").read_text())
         changed = diff(saved, cfg)
         # Prompts and sampling seeds are functions of the step, so a longer run's first steps are a
@@ -99,7 +96,7 @@ def run_one(base: TrainConfig, name: str, seed: int, root: Path, log=print) -> l
                              "use another --compare.output_dir")
         log(f"{name} seed {seed}: finished earlier, reusing {out} (its first {base.num_steps} steps)")
         # Steps 0..num_steps-1 trained, then the evaluation logged at step num_steps.
-        return [r for r in runlog.read_metrics(out)
+        return [r for r in records
                 if r["step"] < base.num_steps or (r["step"] == base.num_steps and "eval/accuracy" in r)]
     if not resume and out.exists():  # a run killed before its first checkpoint: start it again
         (out / runlog.METRICS).unlink(missing_ok=True)
