@@ -32,7 +32,9 @@ def add_prm_args(parser: argparse.ArgumentParser) -> None:
                    help="environment variable holding the service's bearer token (never a flag: it would be logged)")
     g.add_argument("--prm.num_nodes", type=int, default=1, help="nodes for the PRM actor group")
     g.add_argument("--prm.num_gpus_per_node", type=int, default=1, help="GPUs per node for the PRM (one actor each)")
-    g.add_argument("--prm.backend", choices=("vllm", "hf"), default="vllm", help="PRM scoring backend")
+    g.add_argument("--prm.backend", choices=("vllm", "hf", "exact"), default="vllm",
+                   help="PRM scoring backend; exact: the embedded arithmetic task's exact verifier as an oracle "
+                        "PRM on the PRM's actor (no --prm.model_name_or_path; docs/prm.md)")
     g.add_argument("--prm.dtype", choices=("bf16", "fp32"), default="bf16")
     g.add_argument("--prm.max_tokens_per_batch", type=int, default=32768,
                    help="token budget of one hf-backend PRM batch (responses are sorted by length and packed)")
@@ -111,9 +113,9 @@ def check_prpo_args(args) -> None:
     if prm.model_name_or_path and prm.remote_url:
         errors.append("--prm.model_name_or_path and --prm.remote_url are exclusive: a local PRM group or a shared service")
     if estimator in PRM_ESTIMATORS:
-        if not (prm.model_name_or_path or prm.remote_url):
+        if not (prm.model_name_or_path or prm.remote_url or prm.backend == "exact"):
             errors.append(f"--algo.advantage.estimator {estimator} needs process rewards: "
-                          "give --prm.model_name_or_path or --prm.remote_url")
+                          "give --prm.model_name_or_path, --prm.remote_url or --prm.backend exact")
         if args.rollout.n_samples_per_prompt < 2 and estimator != "process_only":
             errors.append(f"--algo.advantage.estimator {estimator} is group-relative: "
                           "--rollout.n_samples_per_prompt must be > 1")

@@ -3,6 +3,7 @@
     prpo-serve-prm --model Qwen/Qwen2.5-Math-PRM-7B --backend vllm --port 8000
     PRPO_PRM_TOKEN=secret prpo-serve-prm --model ... --host 0.0.0.0 --port 8000
     prpo-serve-prm --model ... --num-actors 8          # a Ray PRM actor group behind it
+    prpo-serve-prm --backend exact --port 8000         # the embedded task's exact verifier (oracle)
 
 Binds to 127.0.0.1 unless ``--host`` says otherwise. The bearer token is read from the
 environment variable named by ``--token-env`` (default PRPO_PRM_TOKEN) or from
@@ -26,8 +27,9 @@ from prpo_openrlhf.prm.server import DEFAULT_MAX_REQUEST_CHARS, DEFAULT_MAX_SEGM
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="prpo-serve-prm", description=__doc__.split("\n")[0])
-    p.add_argument("--model", required=True, help="PRM checkpoint dir or hub id")
-    p.add_argument("--backend", choices=["hf", "vllm"], default="hf")
+    p.add_argument("--model", default=None, help="PRM checkpoint dir or hub id (not with --backend exact)")
+    p.add_argument("--backend", choices=["hf", "vllm", "exact"], default="hf",
+                   help="exact: the embedded arithmetic task's exact verifier, an oracle PRM (no model)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     p.add_argument("--token-env", default=TOKEN_ENV,
@@ -77,6 +79,8 @@ def _token(args) -> str | None:
 
 
 def _scorer_kwargs(args) -> dict:
+    if args.backend == "exact":
+        return {}
     kw = dict(dtype=args.dtype, max_length=args.max_length, overlong_fill=args.overlong_fill)
     if args.backend == "hf":
         kw.update(device=args.device, max_tokens_per_batch=args.max_tokens_per_batch)
@@ -97,15 +101,18 @@ def build_scorer(args):
 
         ray.init(address=args.ray_address, include_dashboard=False)
         kwargs.pop("device", None)
-        return PRMActorGroup(args.model, num_actors=args.num_actors, backend=args.backend,
+        return PRMActorGroup(args.model or args.backend, num_actors=args.num_actors, backend=args.backend,
                              **kwargs)
-    from prpo_openrlhf.prm import PRMScorer
+    from prpo_openrlhf.prm.scorer import make_scorer
 
-    return PRMScorer(args.model, args.backend, **kwargs)
+    return make_scorer(args.model, args.backend, **kwargs)
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if (args.model is None) != (args.backend == "exact"):
+        parser.error("--model is required" if args.model is None else "--backend exact reads no --model")
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("prpo-serve-prm")
@@ -122,7 +129,7 @@ def main(argv=None) -> int:
                        call_timeout_s=args.call_timeout_s, max_connections=args.max_connections,
                        idle_timeout_s=args.idle_timeout_s)
     # Launchers (and tests) read the bound port from this line when --port 0 is used.
-    print(f"prpo-serve-prm: serving {args.model} ({args.backend}) on {server.url}", flush=True)
+    print(f"prpo-serve-prm: serving {args.model or 'the exact verifier'} ({args.backend}) on {server.url}", flush=True)
     # SIGTERM (e.g. from a job scheduler) ends serve_forever from a helper thread (shutdown()
     # blocks until the loop has stopped), rather than raising inside whatever the main thread
     # is doing; sockets and actors are then released below, as after Ctrl-C.

@@ -30,7 +30,7 @@ from ray.exceptions import RayActorError
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from .scorer import PRMScorer, PRMStats
+from .scorer import PRMStats, make_scorer
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class PRMActor:
             import torch
 
             torch.set_num_threads(num_threads)
-        self.scorer = PRMScorer(model_name_or_path, backend, **scorer_kwargs)
+        self.scorer = make_scorer(model_name_or_path, backend, **scorer_kwargs)
         self.calls, self.last_call = 0, None  # observability: is this actor used, and when
 
     def score_with_stats(self, problems, segments):

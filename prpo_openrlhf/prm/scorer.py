@@ -24,6 +24,17 @@ from .inputs import DEFAULT_STEP_TAG, DEFAULT_SYSTEM_PROMPT, PRMInputBuilder, va
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("hf", "vllm")
+ORACLE_BACKEND = "exact"  # the embedded task's exact verifier (prpo_openrlhf/local/oracle.py)
+
+
+def make_scorer(model_name_or_path: str | None, backend: str, **kwargs):
+    """A :class:`PRMScorer`, or for ``backend="exact"`` the embedded task's exact verifier
+    behind the same interface (no model; ``model_name_or_path`` is only its label)."""
+    if backend == ORACLE_BACKEND:
+        from prpo_openrlhf.local.oracle import ExactVerifierScorer
+
+        return ExactVerifierScorer(model_name_or_path, **kwargs)
+    return PRMScorer(model_name_or_path, backend, **kwargs)
 
 
 class PRMScoreError(RuntimeError):

@@ -35,7 +35,7 @@ def make_prm(args):
     from prpo_openrlhf.prm.ray_group import PRMActorGroup
 
     return PRMActorGroup(
-        prm.model_name_or_path,
+        prm.model_name_or_path or prm.backend,  # --prm.backend exact reads no model
         num_actors=prm.num_nodes * prm.num_gpus_per_node,
         backend=prm.backend,
         max_failures=prm.max_failures,

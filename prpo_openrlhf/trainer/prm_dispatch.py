@@ -70,8 +70,14 @@ class PRMDispatcher:
             # action_mask[j] marks token j + 1 of the sequence (OpenRLHF's convention).
             actions = sample.sequences[0, 1: 1 + ids.shape[1]]
             row_ids = ids[row, : actions.numel()]
-            texts.append([self.tokenizer.decode(actions[row_ids == s]) for s in range(int(row_ids.max()) + 1)])
+            texts.append([self.segment_text(actions[row_ids == s]) for s in range(int(row_ids.max()) + 1)])
         return ids, texts
+
+    def segment_text(self, token_ids: torch.Tensor) -> str:
+        """A segment as the PRM reads it: special tokens dropped. A finished response's last
+        token is EOS; kept, its text (``<|im_end|>``) would sit inside the PRM's assistant turn
+        before the last step tag, and an exact verifier would judge that last line wrong."""
+        return self.tokenizer.decode(token_ids, skip_special_tokens=True)
 
     def _split_seed(self, samples) -> int:
         """Seed of the random split for this group: from ``--prpo.seed``, the group's prompt and how
@@ -94,7 +100,7 @@ class PRMDispatcher:
 
     def _blank_line_tokens(self, sample) -> torch.Tensor:
         actions = sample.sequences[0, 1:][: sample.action_mask.shape[1]]
-        return torch.tensor(["\n\n" in self.tokenizer.decode([t]) for t in actions.tolist()])
+        return torch.tensor(["\n\n" in self.segment_text([t]) for t in actions.tolist()])
 
     def submit(self, samples) -> None:
         """Segment one group of rollouts and send it to the PRM (returns at once)."""

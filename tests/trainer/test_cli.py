@@ -57,7 +57,7 @@ def test_all_baselines_have_a_script():
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--algo.advantage.estimator", "prpo"], "--prm.model_name_or_path or --prm.remote_url"),
+    (["--algo.advantage.estimator", "prpo"], "--prm.model_name_or_path, --prm.remote_url or --prm.backend exact"),
     (["--algo.advantage.estimator", "prpo", "--prm.model_name_or_path", "p", "--prm.remote_url", "http://x"],
      "are exclusive"),
     (["--algo.advantage.estimator", "prm_avg", "--prm.model_name_or_path", "p", "--rollout.n_samples_per_prompt", "1"],

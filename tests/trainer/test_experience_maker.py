@@ -435,3 +435,36 @@ def test_random_split_seed_follows_the_prompt_not_the_finishing_order(rollout_sa
     assert int(ids_first.max()) > 0  # there were random cuts to compare
     rounds = [forward.segment(first)[0] for _ in range(3)]  # the same prompt in later epochs
     assert any(not torch.equal(r, ids_first) for r in rounds)
+
+
+def test_a_finished_responses_segments_reach_the_prm_without_its_eos_text(rollout_responses, tiny_lm_path):
+    """A response that ends on its own ends in EOS. Its last segment used to reach the PRM as
+    ``\\boxed{14}<|im_end|>``: the exact verifier then judged every right answer's last line
+    wrong (and a real PRM read an end-of-turn token inside the assistant turn). Here a finished,
+    correct 2-step solution goes through upstream's _process_response_into_experience with
+    entropy spikes at the line starts: every segment text is plain response text, together
+    exactly the response, and the exact verifier scores every prefix 1."""
+    from prpo_openrlhf.local.verifier import ExactProcessVerifier
+    from prpo_openrlhf.rollout.agent_executor import RESPONSE_KEY
+    from prpo_openrlhf.trainer.prm_dispatch import PRMDispatcher
+
+    generator, responses = rollout_responses
+    tok = generator.tokenizer
+    problem, text = "Compute (3+4)*2.", "3+4=7\n7*2=14\n\\boxed{14}"
+    response = copy.deepcopy(responses[0])
+    prompt = tok.apply_chat_template([{"role": "user", "content": problem}], tokenize=False, add_generation_prompt=True)
+    prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    body = tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    starts = {len(prompt_ids) + i + 1 for i, t in enumerate(body[:-1]) if tok.decode([t]) == "\n"}
+    response.update(prompt=prompt, observation_tokens=prompt_ids + body,
+                    action_ranges=[(len(prompt_ids), len(prompt_ids) + len(body))],
+                    rollout_log_probs=None,
+                    **{RESPONSE_KEY: [5.0 if i in starts else 0.1 for i in range(len(prompt_ids) + len(body))]})
+    sample = generator._process_response_into_experience(response, max_len=256)
+    assert int(sample.sequences[0, -1]) == tok.eos_token_id
+
+    args = _args(tiny_lm_path, "prpo", "--prpo.k", "2", "--prpo.min_gap", "2")
+    dispatcher = PRMDispatcher(None, tok, args.prpo, 1)  # segment() never calls the PRM
+    _, (segments,) = dispatcher.segment([sample])
+    assert segments == ["3+4=7\n", "7*2=14\n", "\\boxed{14}"]
+    assert ExactProcessVerifier().score([dispatcher.problem_of(sample.prompts[0])], [segments]) == [[1.0, 1.0, 1.0]]
