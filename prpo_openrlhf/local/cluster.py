@@ -1,0 +1,97 @@
+"""A private Ray head on this machine: its own ports and temp dir, stopped by stopping it alone.
+
+``ray stop`` stops every Ray on the machine, other users' included; ``ray start --head --block``
+in a session of its own is one process whose SIGTERM takes down exactly the head it started
+(GCS, raylet, dashboard, and the workers and jobs under them). Ports are picked free, so a head
+already running here (on Ray's default ports) keeps running and is never joined by mistake.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+
+_HANDED_OUT: set[int] = set()  # ports given to heads of this process: some bind them only later
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports free on 127.0.0.1 right now, none handed out before by this process."""
+    socks, ports = [], []
+    try:
+        while len(ports) < n:
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+            if s.getsockname()[1] not in _HANDED_OUT:
+                ports.append(s.getsockname()[1])
+        _HANDED_OUT.update(ports)
+        return ports
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _ray_cli() -> str:
+    found = Path(sys.executable).with_name("ray")
+    return str(found) if found.exists() else (shutil.which("ray") or "ray")
+
+
+@contextlib.contextmanager
+def private_ray_head(*, num_gpus: int, num_cpus: int, log_file: Path, ready_timeout_s: float = 180.0):
+    """Start a head with ``num_gpus`` logical GPUs; yields its dashboard address (for ``ray job
+    submit`` and RAY_ADDRESS); stops it, and only it, on exit (SIGTERM, then SIGKILL of its
+    process group after 30 s)."""
+    gcs, dashboard, client, agent = free_ports(4)
+    temp_dir = tempfile.mkdtemp(prefix="prpo-ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    cmd = [_ray_cli(), "start", "--head", "--block", f"--port={gcs}", "--include-dashboard=true",
+           "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--ray-client-server-port={client}",
+           f"--dashboard-agent-listen-port={agent}", f"--num-gpus={num_gpus}", f"--num-cpus={num_cpus}",
+           f"--temp-dir={temp_dir}", "--disable-usage-stats"]
+    # Jobs run `python` from the head's PATH: this interpreter's, venv included.
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    # The dashboard gives each of its modules 30 s to start; on a busy 2-core machine that was
+    # seen to run out (the head then exits), so the wait follows ready_timeout_s instead.
+    env.setdefault("RAY_DASHBOARD_SUBPROCESS_MODULE_WAIT_READY_TIMEOUT", str(ready_timeout_s))
+    with open(log_file, "ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    address = f"http://127.0.0.1:{dashboard}"
+    try:
+        deadline = time.monotonic() + ready_timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the Ray head exited with {proc.returncode} at start-up; see {log_file}")
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(f"{address}/api/version", timeout=2).ok:
+                    break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the Ray head did not answer on {address} within {ready_timeout_s:.0f} s; "
+                                   f"see {log_file}")
+            time.sleep(1)
+        yield address
+    finally:
+        _stop(proc)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # anything of the head's session still there
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
