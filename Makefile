@@ -1,4 +1,5 @@
-# Two entry points for a fresh machine: `make run` (the main job) and `make test` (CI's suite).
+# Two entry points for a fresh machine: `make run` (the main job: PRPO through train_prpo_ray on the
+# embedded task) and `make test` (CI's suite).
 # Both build the pinned CPU environment in .venv first; a second build returns in seconds.
 PY := .venv/bin/python
 PYTEST_CI := -m "not slow and not gpu" -q -p no:cacheprovider
@@ -8,8 +9,10 @@ PYTEST_CI := -m "not slow and not gpu" -q -p no:cacheprovider
 env:
 	bash scripts/setup_cpu_env.sh
 
+# RUN_PRM=exact: the exact verifier as the PRM (the oracle arm); learned: the shipped learned PRM.
+RUN_PRM ?= exact
 run: env
-	$(PY) -m prpo_openrlhf.local train
+	$(PY) -m prpo_openrlhf.local.embedded run --run.prm $(RUN_PRM)
 
 demo: env
 	$(PY) -m prpo_openrlhf.local.demo

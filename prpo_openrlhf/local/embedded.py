@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -98,11 +99,16 @@ def evaluate(model: str, n_problems: int, n_samples: int = 4, max_new_tokens: in
 
 
 def _evaluate_apart(model: str, n_problems: int, out: Path) -> dict:
-    """``evaluate`` in a process of its own: vLLM's in-process engine sets environment variables
-    that must not reach the Ray head this driver starts, and its memory is freed at exit."""
-    subprocess.run([sys.executable, "-m", "prpo_openrlhf.local.embedded", "eval",
-                    model, "--problems", str(n_problems), "--out", str(out)], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """``evaluate`` in a process of its own, so that vLLM's memory is freed before the training
+    and its log (``out`` with ``.log``) stays out of the console."""
+    log = out.with_suffix(".log")
+    with open(log, "w") as sink:
+        status = subprocess.run([sys.executable, "-m", "prpo_openrlhf.local.embedded", "eval", model,
+                                 "--problems", str(n_problems), "--out", str(out)], stdout=sink,
+                                stderr=subprocess.STDOUT).returncode
+    if status != 0:
+        raise RuntimeError(f"held-out evaluation of {model} failed (exit {status}); end of {log}:\n"
+                           f"{log.read_text(errors='replace')[-3000:]}")
     return json.loads(out.read_text())
 
 
@@ -143,6 +149,9 @@ def train(run_dir: Path, env_paths: dict, extra_env: dict, total_steps: int) -> 
     from prpo_openrlhf.testing.tiny_run import read_scalars
 
     save_root, log_root = run_dir / "checkpoints", run_dir / "tensorboard"
+    for used in (save_root, log_root):  # the launch scripts resume from checkpoints found there
+        if used.is_dir() and any(used.iterdir()):
+            raise FileExistsError(f"{used} holds an earlier run; give a new --run.dir")
     env = {**os.environ, **env_paths, **extra_env, "SAVE_ROOT": str(save_root), "LOG_ROOT": str(log_root),
            "PYTHON": sys.executable, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     log_file = run_dir / "train.log"
@@ -245,6 +254,8 @@ def main(argv=None) -> int:
     e.add_argument("--problems", type=int, default=512)
     e.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    # SIGTERM (a scheduler, `kill`) unwinds like Ctrl-C, so the private Ray head is stopped too.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if args.command == "paths":
         for name, value in paths(args.prm).items():
             print(f"{name}={value}")
