@@ -6,7 +6,9 @@
 # Any other launch script runs the same way: EMBEDDED_SCRIPT=train_grpo_qwen2.5_math_1.5b.sh.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-PYTHON=${PYTHON:-python}
+VENV_PYTHON="$HERE/../../.venv/bin/python"   # `make env`'s, when there is one
+[ -x "$VENV_PYTHON" ] || VENV_PYTHON=python
+PYTHON=${PYTHON:-$VENV_PYTHON}
 # Paths: the shipped models and the prompt file (written on first use), unless set.
 if [ -z "${POLICY_MODEL:-}" ] || [ -z "${PRM_MODEL:-}" ] || [ -z "${PROMPT_DATA:-}" ]; then
   while IFS= read -r line; do
@@ -21,6 +23,8 @@ export ROLLOUT_BATCH=${ROLLOUT_BATCH:-16} N_SAMPLES=${N_SAMPLES:-8} ROLLOUT_MICR
 export TRAIN_BATCH=${TRAIN_BATCH:-64} TRAIN_MICRO_BATCH=${TRAIN_MICRO_BATCH:-16} NUM_EPISODES=${NUM_EPISODES:-1}
 export MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-64} DATA_MAX_LEN=${DATA_MAX_LEN:-128} SAVE_STEPS=${SAVE_STEPS:--1}
 export TOKENIZERS_PARALLELISM=${TOKENIZERS_PARALLELISM:-false}
-# A tiny policy needs a larger step than a 1.5B one.
+# A tiny policy needs a larger step than a 1.5B one. PRM_MODEL=exact: the task's exact verifier
+# scores on the PRM's actor in place of a model (the oracle arm).
+[ "$PRM_MODEL" != exact ] || EXTRA_ARGS="--prm.backend exact ${EXTRA_ARGS:-}"
 export EXTRA_ARGS="--actor.adam.lr ${LR:-2e-4} ${EXTRA_ARGS:-}"
 exec bash "$HERE/${EMBEDDED_SCRIPT:-train_prpo_qwen2.5_math_1.5b.sh}"

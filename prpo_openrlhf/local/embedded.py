@@ -52,7 +52,7 @@ def write_prompts(path: Path, n: int) -> Path:
     return path
 
 
-def paths(prm: str = "learned") -> dict:
+def paths(prm: str = "exact") -> dict:
     from prpo_openrlhf.local.warmup import WarmupConfig, cache_root, shipped_policy
 
     policy, _ = shipped_policy(WarmupConfig())
@@ -205,8 +205,6 @@ def run(args) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     env_paths = paths(args.prm)
     extra_env = {"EMBEDDED_SCRIPT": args.script}
-    if args.prm == "exact":
-        extra_env["EXTRA_ARGS"] = f"--prm.backend exact {os.environ.get('EXTRA_ARGS', '')}"
     print(f"[run] policy {env_paths['POLICY_MODEL']}\n[run] PRM {env_paths['PRM_MODEL']}\n"
           f"[run] prompts {env_paths['PROMPT_DATA']}\n[run] output {run_dir}", flush=True)
     print(f"[run] held-out evaluation of the start policy ({args.eval_problems} problems, vLLM)", flush=True)
@@ -242,13 +240,13 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="evaluate, train through train_prpo_ray, evaluate again")
     r.add_argument("--run.dir", dest="dir", default=None, help="output folder (default runs/embedded-<time>)")
-    r.add_argument("--run.prm", dest="prm", choices=("learned", "exact"), default="learned",
+    r.add_argument("--run.prm", dest="prm", choices=("learned", "exact"), default="exact",
                    help="the shipped learned PRM (vLLM pooling) or the exact verifier (oracle)")
     r.add_argument("--run.script", dest="script", default="train_prpo_qwen2.5_math_1.5b.sh",
                    help="launch script of examples/scripts to run at the embedded sizes")
     r.add_argument("--run.eval_problems", dest="eval_problems", type=int, default=512)
     p = sub.add_parser("paths", help="print POLICY_MODEL=, PRM_MODEL=, PROMPT_DATA=")
-    p.add_argument("--prm", choices=("learned", "exact"), default=os.environ.get("EMBEDDED_PRM", "learned"))
+    p.add_argument("--prm", choices=("learned", "exact"), default=os.environ.get("EMBEDDED_PRM", "exact"))
     e = sub.add_parser("eval", help="held-out greedy and sampled accuracy of a model")
     e.add_argument("model")
     e.add_argument("--problems", type=int, default=512)

@@ -25,7 +25,7 @@ def train_embedded(tmp_path: Path, steps: int, seed: int = 42) -> dict:
     rows = Path(env_paths["PROMPT_DATA"]).read_text().splitlines()[: 16 * steps]
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("\n".join(rows) + "\n")
-    extra_env = {"EXTRA_ARGS": f"--prm.backend exact --train.seed {seed}"}
+    extra_env = {"EXTRA_ARGS": f"--train.seed {seed}"}
     _, scalars = train(tmp_path, {**env_paths, "PROMPT_DATA": str(prompts)}, extra_env, steps)
     return scalars
 
