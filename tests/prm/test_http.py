@@ -40,7 +40,10 @@ def test_round_trip_equals_the_scorer(server, hf_scorer):
     scores, stats = client.score_with_stats(PROBLEMS, SEGMENTS)
     assert scores == hf_scorer.score(PROBLEMS, SEGMENTS)  # JSON floats round-trip exactly
     assert stats.segments == 10 and stats.filled_segments == 0
-    assert client.score_async(PROBLEMS[:1], SEGMENTS[:1]).result(timeout=60)[0] == scores[:1]
+    # A batch of one is padded differently from the batch of two, so compare it with the
+    # scorer's own batch of one: the float sums differ in the last bits between the two.
+    single = client.score_async(PROBLEMS[:1], SEGMENTS[:1]).result(timeout=60)[0]
+    assert single == hf_scorer.score(PROBLEMS[:1], SEGMENTS[:1])
     info = client.info()
     assert info["model"] == hf_scorer.model_name_or_path and info["counts"]["served"] >= 2
     client.close()
