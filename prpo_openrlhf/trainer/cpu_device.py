@@ -253,6 +253,10 @@ def prepare_cpu_args(args) -> None:
         # on a 2-core AVX2 machine (forward + backward of a 1760 x 128 x 256 linear layer).
         logger.warning("--prpo.device cpu: --ds.param_dtype %s -> fp32 (--prpo.cpu_dtype fp32)", args.ds.param_dtype)
         args.ds.param_dtype = "fp32"
+    prm = getattr(args, "prm", None)
+    if args.prpo.cpu_dtype == "fp32" and prm is not None and getattr(prm, "dtype", "fp32") != "fp32":
+        logger.warning("--prpo.device cpu: --prm.dtype %s -> fp32 (--prpo.cpu_dtype fp32)", prm.dtype)
+        prm.dtype = "fp32"
 
 
 def cpu_swaps(args, policy) -> list:

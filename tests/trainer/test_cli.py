@@ -145,3 +145,13 @@ def test_device_auto_is_cpu_only_without_any_detected_gpu():
     assert resolve_device("cpu", {"accelerator_type:H100": 1.0}, cuda_available=True) == "cpu"
     with pytest.raises(ValueError, match="--prpo.device"):
         resolve_device("tpu", logical)
+
+
+@pytest.mark.parametrize("cpu_dtype, want", [("fp32", ("fp32", "fp32")), ("bf16", ("bf16", "bf16"))])
+def test_cpu_dtype_sets_the_actors_and_the_prms_dtype(cpu_dtype, want):
+    from prpo_openrlhf.trainer.cpu_device import prepare_cpu_args
+
+    args = parse_args(BASE + ["--prm.model_name_or_path", "p", "--prpo.cpu_dtype", cpu_dtype])
+    assert (args.ds.param_dtype, args.prm.dtype) == ("bf16", "bf16")  # the GPU defaults
+    prepare_cpu_args(args)
+    assert (args.ds.param_dtype, args.prm.dtype) == want
