@@ -34,6 +34,7 @@ from prpo_openrlhf.algorithms._answer import (
 )
 from prpo_openrlhf.algorithms._grader_pool import GraderPool
 from prpo_openrlhf.algorithms._screen import hostile_reason, screened_verdict
+from prpo_openrlhf.rowcheck import answer_fault
 
 logger = logging.getLogger(__name__)
 
@@ -49,13 +50,15 @@ class GradeResults(list):
     or its last one is never closed); screened: answers judged by string equality without
     math-verify, because the final box group's text alone shows they would make SymPy run far
     past any budget (``_screen``: power towers, huge factorials, over 1000 characters);
+    bad_references: references no answer may match (null, NaN, inf, empty or blank, as
+    ``rowcheck.answer_fault`` says); their responses are False without grading;
     max_latency_s: the slowest answer, from hand-over to a worker to its verdict;
     seconds: wall time of the whole call. Counts other than no_boxed are over unique
     (answer context, reference) pairs.
     """
 
-    COUNTERS = ("timeouts", "stopped", "killed", "crashed", "errors", "no_boxed", "screened", "max_latency_s",
-                "seconds")
+    COUNTERS = ("timeouts", "stopped", "killed", "crashed", "errors", "no_boxed", "screened", "bad_references",
+                "max_latency_s", "seconds")
 
     def __init__(self, verdicts=(), **counters):
         super().__init__(verdicts)
@@ -157,7 +160,10 @@ def grade_batch(responses: Sequence[str], references: Sequence[str], timeout_s: 
     if not (isinstance(timeout_s, (int, float)) and 0 < timeout_s < math.inf):
         raise ValueError(f"grade_batch: timeout_s must be > 0 seconds, got {timeout_s!r}")
     t0 = time.monotonic()
-    finals = [final_answer(r) for r in responses]
+    # str() of a NaN or null label is "nan" / "None", which \boxed{nan} / \boxed{None} would
+    # match: a reference that is no answer is never matched, whatever the response.
+    usable = [answer_fault(ref) is None for ref in references]
+    finals = [final_answer(r) if ok else None for r, ok in zip(responses, usable)]
     answers = [None if f is None else answer_context(r, f) for r, f in zip(responses, finals)]
     slot: dict[tuple[str, str], int] = {}
     screened: dict[tuple[str, str], bool] = {}
@@ -190,9 +196,13 @@ def grade_batch(responses: Sequence[str], references: Sequence[str], timeout_s: 
     result = GradeResults(
         verdicts, timeouts=stopped + killed, stopped=stopped, killed=killed,
         crashed=status.count("crashed"), errors=status.count("error"),
-        no_boxed=sum(a is None for a in answers), screened=len(screened),
+        no_boxed=sum(a is None and ok for a, ok in zip(answers, usable)), screened=len(screened),
+        bad_references=usable.count(False),
         max_latency_s=max((o.latency_s for o in outcomes), default=0.0), seconds=time.monotonic() - t0,
     )
+    if result.bad_references:
+        logger.warning("grade_batch: %d of %d references are null, NaN, inf or empty: graded "
+                       "wrong", result.bad_references, len(responses))
     if result.timeouts or result.crashed or result.screened:
         logger.warning("grade_batch: %d answers, %d timed out (%d killed), %d crashed workers, "
                        "%d screened as too costly for SymPy", len(responses), result.timeouts, killed,

@@ -7,12 +7,11 @@ any other file is given by its path.
 """
 from __future__ import annotations
 
-import json
-import math
 import os
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
+
+from prpo_openrlhf.rowcheck import parse_json_row, row_fault
 
 DEFAULT_BENCHMARKS = ("math500", "amc23", "aime24", "aime25")
 
@@ -51,51 +50,12 @@ def resolve_benchmark(spec: str, data_dir: str | os.PathLike | None = None) -> t
     return name, path
 
 
-def _refuse_constant(name: str):
-    # json.loads accepts NaN/Infinity/-Infinity by default, but they are not JSON (RFC 8259)
-    # and an answer of NaN can never be graded correct.
-    raise ValueError(f"{name} is not a JSON value")
-
-
-def _text_fault(value: str) -> str | None:
-    """Why a ``problem`` or ``answer`` string is unusable, or None."""
-    # Whitespace, control and format characters (e.g. U+0000, U+200B) show nothing to the
-    # model and can never match a graded answer.
-    if all(c.isspace() or unicodedata.category(c) in ("Cc", "Cf") for c in value):
-        return "blank (only whitespace or control characters)"
-    try:  # a lone surrogate escape (JSON "\ud800") parses, then fails when hashed or tokenized
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return "not encodable as UTF-8 (a lone surrogate escape)"
-    return None
-
-
 def _parse_row(text: str, where: str) -> tuple[dict | None, str | None]:
-    """The row as a dict, or None and the reason it is unusable."""
-    try:
-        row = json.loads(text, parse_constant=_refuse_constant)
-    except json.JSONDecodeError as exc:
-        return None, f"{where}: invalid JSON ({exc.msg} at column {exc.colno})"
-    except RecursionError:  # the decoder recurses once per nesting level
-        return None, f"{where}: invalid JSON (nested too deeply)"
-    except ValueError as exc:
-        # NaN/Infinity (above), or an integer past Python's digit limit; the text after ":"
-        # is advice about sys.set_int_max_str_digits, not about the data.
-        return None, f"{where}: invalid JSON ({str(exc).partition(':')[0]})"
-    if not isinstance(row, dict):
-        return None, f"{where}: expected a JSON object, got {type(row).__name__}"
-    problem, answer = row.get("problem"), row.get("answer")
-    if not isinstance(problem, str) or not problem:
-        return None, f"{where}: missing or empty 'problem' (a non-empty string)"
-    if isinstance(answer, bool) or not isinstance(answer, (str, int, float)) or answer == "":
-        return None, f"{where}: missing or empty 'answer' (a string or number)"
-    if isinstance(answer, float) and not math.isfinite(answer):  # e.g. 1e999 parses to inf
-        return None, f"{where}: 'answer' is not a finite number (it parses to {answer})"
-    for name, value in (("problem", problem), ("answer", answer)):
-        fault = isinstance(value, str) and _text_fault(value)
-        if fault:
-            return None, f"{where}: {name!r} is {fault}"
-    return row, None
+    """The row as a dict, or None and the reason it is unusable (``rowcheck``'s rules)."""
+    row, reason = parse_json_row(text)
+    if reason is None:
+        reason = row_fault(row, {"problem": "'problem'"}, {"answer": "'answer'"})
+    return (row, None) if reason is None else (None, f"{where}: {reason}")
 
 
 def load_problems(path: str | os.PathLike, *, skip_bad_rows: bool = False,

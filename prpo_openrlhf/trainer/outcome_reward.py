@@ -27,7 +27,7 @@ def _response_text(query: str, prompt: str) -> str:
 def reward_func(queries, prompts, labels):
     graded = grade_batch(
         [_response_text(q, p) for q, p in zip(queries, prompts)],
-        [str(label) for label in labels],
+        list(labels),  # not str(): a NaN or null label must stay recognisable as no answer
         timeout_s=float(os.environ.get("PRPO_GRADER_TIMEOUT", "5")),
     )
     rewards = torch.tensor([1.0 if ok else -1.0 for ok in graded])

@@ -1,10 +1,11 @@
-"""Start-up check of ``--data.prompt_dataset``: every row has the prompt and label keys.
+"""Start-up check of ``--data.prompt_dataset``: every row has usable prompt and label values.
 
 Upstream reads the prompt rows inside the trainer actor, after every Ray actor and vLLM
-engine has started, and a row without ``--data.label_key`` stops it with a bare
-``KeyError: 'answer'``. Local JSON Lines / JSON files are read here first, and a bad row stops
-the run before anything starts, naming the file, the line and the missing key. Hub datasets
-and other formats are left to upstream (logged).
+engine has started: a row without ``--data.label_key`` stops it with a bare ``KeyError``, a
+``"problem": null`` with a ``TypeError``, and an empty or NaN label trains silently. Local JSON
+Lines / JSON files are read here first with prpo-eval's row checks (``prpo_openrlhf.rowcheck``),
+and bad rows stop the run before anything starts, each named ``file:line: reason``. Hub
+datasets and other formats are left to upstream (logged).
 """
 from __future__ import annotations
 
@@ -12,59 +13,79 @@ import json
 import logging
 import os
 
+from prpo_openrlhf.rowcheck import parse_json_row, refuse_constant, row_fault
+
 logger = logging.getLogger(__name__)
-MAX_REPORTED = 5
+MAX_REPORTED = 20  # with reasons; the lines of the rest are still listed
 
 
 def _rows(path: str):
-    """(line number, parsed row or None when the line is not JSON) of a .jsonl / .json file."""
-    with open(path, encoding="utf-8") as f:
-        head = f.read(1)
-        f.seek(0)
-        if path.endswith(".json") and head == "[":  # one JSON array
-            for i, row in enumerate(json.load(f)):
-                yield i + 1, row
+    """(where, parsed row or None, reason) per row of a .jsonl file or a .json array."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    if path.endswith(".json") and raw.lstrip()[:1] == b"[":  # one JSON array: rows by position
+        try:
+            rows = json.loads(raw.decode("utf-8"), parse_constant=refuse_constant)
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError too
+            yield f"{path}:{getattr(exc, 'lineno', 1)}", None, f"not a readable JSON array ({exc})"
             return
-        for number, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    yield number, json.loads(line)
-                except json.JSONDecodeError:
-                    yield number, None
-
-
-def row_problems(path: str, keys: dict) -> list[str]:
-    """Problems of a local prompt file: ``keys`` maps each required key to the flag naming it."""
-    problems = []
-    for number, row in _rows(path):
-        if not isinstance(row, dict):
-            problems.append(f"line {number}: not a JSON object")
+        for i, row in enumerate(rows, 1):
+            yield f"{path}: row {i}", row, None if isinstance(row, dict) else "not a JSON object"
+        return
+    for number, line in enumerate(raw.splitlines(), 1):
+        where = f"{path}:{number}"
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield where, None, f"not UTF-8 text (byte 0x{line[exc.start]:02x} at byte {exc.start + 1})"
             continue
-        missing = [f"{key!r} ({flag})" for key, flag in keys.items() if key not in row]
-        if missing:
-            problems.append(f"line {number}: no {', '.join(missing)}; its keys: {sorted(row)[:8]}")
+        if text.strip():
+            yield (where, *parse_json_row(text))
+
+
+def row_problems(path: str, keys: dict, labels: dict = None, *, chat: bool = False) -> list[tuple[str, str]]:
+    """``(where, reason)`` of each bad row of a local prompt file. ``keys`` maps each text key
+    to the flag naming it, ``labels`` each answer key; ``chat`` accepts message lists."""
+    labels = labels or {}
+    problems = []
+    for where, row, reason in _rows(path):
+        if reason is None:
+            missing = [f"{key!r} ({flag})" for key, flag in {**keys, **labels}.items() if key not in row]
+            if missing:
+                reason = f"no {', '.join(missing)}; its keys: {sorted(row)[:8]}"
+            else:
+                reason = row_fault(row, {k: f"{k!r} ({f})" for k, f in keys.items()},
+                                   {k: f"{k!r} ({f})" for k, f in labels.items()}, chat_keys=chat)
+        if reason is not None:
+            problems.append((where, reason))
     return problems
 
 
+def _report(path: str, problems: list[tuple[str, str]]) -> str:
+    shown = [f"{where}: {reason}" for where, reason in problems[:MAX_REPORTED]]
+    rest = [where.rpartition(":")[2].strip() for where, _ in problems[MAX_REPORTED:]]
+    if rest:
+        shown.append(f"... and {len(rest)} more, at {path} lines/rows {', '.join(rest)}")
+    return f"{path}: {len(problems)} bad row(s)\n    " + "\n    ".join(shown)
+
+
 def check_prompt_dataset(args) -> None:
-    """Refuse to start when a local prompt file has a row without the keys the run reads."""
+    """Refuse to start when a local prompt file has a row the run cannot use, naming each."""
     data = args.data
     if not data.prompt_dataset:
         return
     keys = {data.input_key: "--data.input_key"}
-    if data.label_key:
-        keys[data.label_key] = "--data.label_key"
+    labels = {data.label_key: "--data.label_key"} if data.label_key else {}
+    chat = bool(getattr(data, "apply_chat_template", False))
     errors = []
     for entry in data.prompt_dataset.split(","):
         path = entry.split("@")[0].strip()
         if not (os.path.isfile(path) and path.endswith((".jsonl", ".json"))):
             logger.info("--data.prompt_dataset %s: not a local JSON file, its rows are checked by OpenRLHF", path)
             continue
-        problems = row_problems(path, keys)
+        problems = row_problems(path, keys, labels, chat=chat)
         if problems:
-            shown = "\n    ".join(problems[:MAX_REPORTED])
-            more = f"\n    ... and {len(problems) - MAX_REPORTED} more" if len(problems) > MAX_REPORTED else ""
-            errors.append(f"{path}: {len(problems)} bad row(s)\n    {shown}{more}")
+            errors.append(_report(path, problems))
     if errors:
         raise SystemExit("train_prpo_ray: --data.prompt_dataset has rows the run cannot read:\n  "
                          + "\n  ".join(errors))

@@ -279,3 +279,10 @@ def test_outcome_rewards():
     # +1 / -1, minus L/1024 for L > 1024
     torch.testing.assert_close(R, torch.tensor([1.0, -1.0, 1.0 - 2.0, -1.0 - 1500 / 1024]))
     assert grades == [True, False, True, False] and grades.no_boxed == 1
+
+
+def test_grade_batch_never_matches_an_unusable_reference():
+    refs = [float("nan"), None, "", "\u200b", float("inf"), True, "2"]
+    responses = ["\\boxed{nan}", "\\boxed{None}", "\\boxed{}", "\\boxed{}", "\\boxed{\\infty}",
+                 "\\boxed{True}", "\\boxed{2}"]
+    assert list(rewards.grade_batch(responses, refs, timeout_s=10.0)) == [False] * 6 + [True]

@@ -116,11 +116,59 @@ def test_prompt_row_without_the_label_key_stops_the_run_before_ray_starts(tmp_pa
               "--data.label_key", "answer", "--algo.advantage.estimator", "group_norm"])
     message = str(err.value)
     assert str(data) in message and "2 bad row(s)" in message
-    assert "line 3: no 'answer' (--data.label_key); its keys: ['problem', 'solution']" in message
-    assert "line 4: not a JSON object" in message
+    assert f"{data}:3: no 'answer' (--data.label_key); its keys: ['problem', 'solution']" in message
+    assert f"{data}:4: invalid JSON" in message
     import ray
 
     assert not ray.is_initialized()
+
+
+def _stopped(data, *extra):
+    """The message the run stops with, checked to come before Ray starts."""
+    from prpo_openrlhf.cli.train_prpo_ray import main
+
+    with pytest.raises(SystemExit) as err:
+        main([*BASE, "--data.prompt_dataset", str(data), "--data.input_key", "problem",
+              "--data.label_key", "answer", "--algo.advantage.estimator", "group_norm", *extra])
+    import ray
+
+    assert not ray.is_initialized()
+    return str(err.value)
+
+
+def test_prompt_rows_with_null_empty_or_non_finite_values_stop_the_run_naming_each(tmp_path):
+    """The row checks of prpo-eval, on the input and label keys the run reads."""
+    bad = ['{"problem": null, "answer": "2"}', '{"problem": "1+1?", "answer": ""}',
+           '{"problem": "1+1?", "answer": NaN}', '{"problem": "1+1?", "answer": null}',
+           '{"problem": "1+1?", "answer": 1e999}', '{"problem": " \\n ", "answer": "2"}',
+           '{"problem": ["1+1?"], "answer": "2"}', '{"problem": "1+1?", "answer": "\\u200b"}']
+    good = '{"problem": "1+1?", "answer": "2"}'
+    data = tmp_path / "prompts.jsonl"
+    data.write_text("\n".join([good, *bad, good, good, '{"problem": "2+2?", "answer": 4}']) + "\n"
+                    + "\n".join([good] * 25 + bad[:3]) + "\n")
+    message = _stopped(data)
+    lines = [*range(2, 10), 38, 39, 40]
+    assert f"{len(lines)} bad row(s)" in message
+    for line in lines:  # every bad row is named, past the first few too
+        assert f"{data}:{line}:" in message, (line, message)
+    assert f"{data}:2: missing or empty 'problem' (--data.input_key)" in message
+    assert f"{data}:3: missing or empty 'answer' (--data.label_key)" in message
+    assert f"{data}:4: invalid JSON (NaN is not a JSON value)" in message
+    assert f"{data}:6: 'answer' (--data.label_key) is not a finite number (it parses to inf)" in message
+    assert f"{data}:7: 'problem' (--data.input_key) is blank" in message
+    for line in (1, 10, 11, 12):
+        assert f"{data}:{line}:" not in message
+
+
+def test_chat_rows_are_checked_when_the_chat_template_reads_them(tmp_path):
+    data = tmp_path / "chats.json"
+    data.write_text('[{"problem": [{"role": "user", "content": "1+1?"}], "answer": "2"},\n'
+                    ' {"problem": [], "answer": "2"},\n'
+                    ' {"problem": [{"role": "user", "content": null}], "answer": "2"}]\n')
+    message = _stopped(data, "--data.apply_chat_template")
+    assert "2 bad row(s)" in message and "row 1:" not in message
+    assert f"{data}: row 2: missing or empty 'problem' (--data.input_key)" in message
+    assert f"{data}: row 3: 'problem' (--data.input_key) message 1 has no text content" in message
 
 
 def test_needs_vllm_entropy_only_for_prm_estimators_splitting_at_vllm_entropy():

@@ -21,3 +21,14 @@ def test_the_prompts_own_boxed_is_never_graded():
     assert "\\boxed{14}" in prompt
     out = reward_func([prompt + "3+4=7<|im_end|>", prompt + "\\boxed{14}<|im_end|>"], [prompt] * 2, ["14"] * 2)
     assert out["rewards"].tolist() == [-1.0, 1.0]
+
+
+def test_no_answer_is_right_against_an_empty_or_non_finite_label():
+    """A label that is null, NaN, inf, empty or blank can never be matched: str(label) would
+    make ``\\boxed{nan}`` right against NaN and ``\\boxed{None}`` right against null."""
+    labels = [float("nan"), None, "", "  \n", float("inf"), float("-inf"), "nan", "14"]
+    responses = ["\\boxed{nan}", "\\boxed{None}", "\\boxed{}", "\\boxed{ }", "\\boxed{\\infty}",
+                 "\\boxed{-\\infty}", "\\boxed{nan}", "\\boxed{14}"]
+    out = reward_func([PROMPT + r + "<|im_end|>" for r in responses], [PROMPT] * len(labels), labels)
+    # The string "nan" is a label like any other (prpo-eval accepts it too); only the last two count.
+    assert out["rewards"].tolist() == [-1.0] * 6 + [1.0, 1.0]
