@@ -5,6 +5,8 @@ sample is identified by (benchmark, problem index, sample index); a rerun genera
 not yet in the file, so a finished sample is never regenerated. Settings that would change
 what a sample means (model, backend, decoding, template, max_new_tokens) are pinned per
 benchmark in ``run_config.json`` and a rerun with other values stops with the flag names.
+A run holds the output directory's lock (``lock.OutputLock``) from before it reads anything
+there until it returns, so a second run on the same directory stops at once.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from . import report
 from .data import DEFAULT_BENCHMARKS, DataError, load_problems, resolve_benchmark
 from .generate import BackendOptions, SampleRequest, make_backend
 from .grading import grade_samples
+from .lock import OutputLock
 from .prompts import DEFAULT_TEMPLATE, prompt_token_ids
 from .store import (GENERATIONS_FILE, GRADES_FILE, AppendOnlyJsonl, RunConfig, StoreError,
                     index_records, sample_seed, text_sha)
@@ -162,7 +165,11 @@ def _grade(cfg: EvalConfig, benches: list[Bench], existing: dict, out: Path):
 def evaluate(cfg: EvalConfig, backend=None) -> dict | None:
     """Run (or resume) an evaluation; the results dict, or None if samples are still missing."""
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with OutputLock(out):
+        return _evaluate_locked(cfg, out, backend)
+
+
+def _evaluate_locked(cfg: EvalConfig, out: Path, backend) -> dict | None:
     benches = load_benchmarks(cfg)
     run_cfg = RunConfig(out)
     for b in benches:

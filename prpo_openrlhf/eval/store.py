@@ -130,13 +130,29 @@ class RunConfig:
 
     def __init__(self, output_dir: str | os.PathLike):
         self.path = Path(output_dir) / CONFIG_FILE
-        self.data: dict = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.data: dict = self._read() if self.path.exists() else {}
+
+    def _read(self) -> dict:
+        """The stored settings; a file that is not what this tool writes is a named error."""
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise StoreError(f"{self.path}:{exc.lineno}: unreadable ({exc.msg}); this file is "
+                             "written only by prpo-eval") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise StoreError(f"{self.path}: unreadable ({exc})") from None
+        benches = data.get("benchmarks", {}) if isinstance(data, dict) else None
+        if not (isinstance(benches, dict) and all(isinstance(v, dict) for v in benches.values())):
+            raise StoreError(f"{self.path}: expected {{\"benchmarks\": {{name: settings}}}}; "
+                             "this file is written only by prpo-eval")
+        return data
 
     def check_and_record(self, benchmark: str, settings: dict) -> None:
         stored = self.data.setdefault("benchmarks", {}).get(benchmark)
         if stored is not None:
-            diff = [f"--{k}: stored {stored.get(k)!r}, now {v!r}"
-                    for k, v in settings.items() if stored.get(k) != v]
+            # Keys stored but not given now differ too (a setting this version no longer has).
+            diff = [f"--{k}: stored {stored.get(k)!r}, now {settings.get(k)!r}"
+                    for k in {**stored, **settings} if stored.get(k) != settings.get(k)]
             if diff:
                 raise StoreError(
                     f"{self.path}: benchmark {benchmark!r} was generated with other settings "
