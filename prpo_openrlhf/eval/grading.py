@@ -2,13 +2,15 @@
 
 Grading reads the generations file, not the model, so a rerun regrades for free and a new
 reference answer regrades only the samples it affects: a cached verdict is reused only when
-it was made against the same reference string (``--regrade`` ignores the cache).
+it was made against the same reference string and the same text (each verdict stores a hash
+of the text it judged: a newer record for a key, whose text differs, is regraded).
+``--regrade`` ignores the cache.
 """
 from __future__ import annotations
 
 from typing import Sequence
 
-from .store import AppendOnlyJsonl, Key, index_records, record_key
+from .store import GRADE_FIELDS, AppendOnlyJsonl, Key, load_index, record_key, text_sha
 
 
 def _grade_batch(responses: list[str], references: list[str], timeout_s: float | None):
@@ -38,13 +40,15 @@ def grade_samples(generations: Sequence[dict], answers: dict[tuple[str, int], st
     ``answers`` maps ``(benchmark, problem index)`` to the reference answer. New verdicts are
     appended to ``grades`` batch by batch (so an interrupted grading pass resumes too).
     """
-    cache = {} if regrade else index_records(grades.load(), str(grades.path))
+    cache = {} if regrade else load_index(grades, GRADE_FIELDS)
     verdicts: dict[Key, bool] = {}
     todo: list[dict] = []
     for rec in generations:
         key = record_key(rec)
         hit = cache.get(key)
-        if hit is not None and hit.get("answer") == answers[key[:2]]:
+        # Grades written before the hash was stored have none: they are regraded once.
+        if (hit is not None and hit.get("answer") == answers[key[:2]]
+                and hit.get("text_sha") == text_sha(rec["text"])):
             verdicts[key] = bool(hit["correct"])
         else:
             todo.append(rec)
@@ -62,7 +66,7 @@ def grade_samples(generations: Sequence[dict], answers: dict[tuple[str, int], st
             key = record_key(rec)
             verdicts[key] = bool(ok)
             rows.append({"benchmark": key[0], "problem": key[1], "sample": key[2],
-                         "answer": ref, "correct": bool(ok)})
+                         "answer": ref, "text_sha": text_sha(rec["text"]), "correct": bool(ok)})
         grades.append(rows)
         stats["graded"] += len(batch)
         if pbar is not None:

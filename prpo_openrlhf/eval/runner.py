@@ -22,8 +22,8 @@ from .generate import BackendOptions, SampleRequest, make_backend
 from .grading import grade_samples
 from .lock import OutputLock
 from .prompts import DEFAULT_TEMPLATE, prompt_token_ids
-from .store import (GENERATIONS_FILE, GRADES_FILE, AppendOnlyJsonl, RunConfig, StoreError,
-                    index_records, sample_seed, text_sha)
+from .store import (GENERATION_FIELDS, GENERATIONS_FILE, GRADES_FILE, AppendOnlyJsonl, RunConfig,
+                    StoreError, index_records, load_index, sample_seed, text_sha)
 
 RESULTS_JSON, RESULTS_MD, PLOT_PNG = "results.json", "results.md", "pass_at_k.png"
 
@@ -175,7 +175,7 @@ def _evaluate_locked(cfg: EvalConfig, out: Path, backend) -> dict | None:
     for b in benches:
         run_cfg.check_and_record(b.name, b.settings)
     store = AppendOnlyJsonl(out / GENERATIONS_FILE)
-    existing = index_records(store.load(), str(store.path))
+    existing = load_index(store, GENERATION_FIELDS)
     if store.repaired_tail:
         _log(f"{store.path}: dropped a truncated last line (an interrupted write)")
     _check_existing(benches, existing)

@@ -25,7 +25,9 @@ Key = tuple  # (benchmark: str, problem index: int, sample index: int)
 
 def text_sha(text: str) -> str:
     """Short content hash; ties a stored sample to the problem text it answered."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    # surrogatepass: a lone surrogate edited into a record must hash, not raise (same digest
+    # as plain UTF-8 for every valid string).
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 def sample_seed(seed: int, benchmark: str, problem: int, sample: int) -> int:
@@ -48,13 +50,14 @@ class AppendOnlyJsonl:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.repaired_tail = False  # whether load() dropped a truncated last line
+        self.lines: list[int] = []  # the file line of each record load() returned
 
     def load(self) -> list[dict]:
         """Every complete record; cuts a truncated last line off the file."""
         if not self.path.exists():
             return []
         data = self.path.read_bytes()
-        records, good_end = [], 0
+        records, numbers, good_end = [], [], 0
         lines = data.split(b"\n")
         pos = 0
         for lineno, raw in enumerate(lines, start=1):
@@ -72,10 +75,12 @@ class AppendOnlyJsonl:
                     raise StoreError(f"{self.path}:{lineno}: unreadable record ({exc}); "
                                      "this file is written only by prpo-eval") from exc
                 records.append(rec)
+                numbers.append(lineno)
             good_end = end
             pos = end
         if good_end < len(data) or (data and not data.endswith(b"\n")):
             self._cut_to(data, good_end)
+        self.lines = numbers
         return records
 
     def _cut_to(self, data: bytes, good_end: int) -> None:
@@ -103,6 +108,38 @@ class AppendOnlyJsonl:
             fh.flush()
             os.fsync(fh.fileno())
         return len(lines)
+
+
+# What every record of each file must hold, with its type (int: not a bool).
+GENERATION_FIELDS = {"benchmark": str, "problem": int, "sample": int, "problem_sha": str,
+                     "text": str, "num_tokens": int, "finish_reason": str}
+GRADE_FIELDS = {"benchmark": str, "problem": int, "sample": int, "correct": bool}
+
+
+def record_fault(rec: dict, fields: dict) -> str | None:
+    """Why ``rec`` lacks one of ``fields`` or holds a wrong type there, or None."""
+    for name, kind in fields.items():
+        if name not in rec:
+            return f"record without {name!r}"
+        value = rec[name]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            return f"{name!r} is {value!r}, not {kind.__name__}"
+    return None
+
+
+def load_index(store: AppendOnlyJsonl, fields: dict) -> dict[Key, dict]:
+    """``store``'s records by key (the last one wins), each checked to hold ``fields``.
+
+    A record that does not is an error naming file:line: these files are written only by
+    prpo-eval, so such a record was edited in, and guessing what it meant would be wrong.
+    """
+    records = store.load()
+    for rec, line in zip(records, store.lines):
+        fault = record_fault(rec, fields)
+        if fault:
+            raise StoreError(f"{store.path}:{line}: {fault}; this file is written only by "
+                             "prpo-eval (remove the line, or use a new --output_dir)")
+    return index_records(records, str(store.path))
 
 
 def record_key(rec: dict) -> Key:
