@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from prpo_openrlhf.local import runlog
-from prpo_openrlhf.local.config import TrainConfig, UsageError, diff, lr_depends_on_length
+from prpo_openrlhf.local.config import TrainConfig, UsageError, diff
 from prpo_openrlhf.local.flags import flag_of
 
 # name -> TrainConfig overrides; GRPO first: the others are measured against its final accuracy.
@@ -86,11 +86,9 @@ def run_one(base: TrainConfig, name: str, seed: int, root: Path, log=print) -> l
     records = runlog.read_metrics(out)
     if any(r["step"] == base.num_steps and "eval/accuracy" in r for r in records):  # finished (or longer)
         saved = json.loads((out / "config.json").read_text())
-        changed = diff(saved, cfg)
         # Prompts and sampling seeds are functions of the step, so a longer run's first steps are a
-        # shorter run unless the LR schedule stretches with the length.
-        if saved.get("num_steps", cfg.num_steps) != cfg.num_steps and lr_depends_on_length(cfg):
-            changed.append("num_steps")
+        # shorter run unless the LR schedule stretches with the length (diff then names num_steps).
+        changed = diff(saved, cfg)
         if changed:
             raise UsageError(f"{out} was trained with other settings ({', '.join(flag_of(c) for c in changed)}); "
                              "use another --compare.output_dir")

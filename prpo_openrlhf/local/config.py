@@ -205,6 +205,14 @@ def lr_depends_on_length(cfg: TrainConfig) -> bool:
 
 
 def diff(saved: dict, cfg: TrainConfig) -> list[str]:
-    """Fields whose value differs from a checkpoint's config and may not change on resume."""
-    return [f.name for f in fields(cfg)
-            if f.name not in RESUMABLE_CHANGES and f.name in saved and saved[f.name] != getattr(cfg, f.name)]
+    """Fields whose value differs from a checkpoint's config and may not change on resume.
+
+    ``num_steps`` may change, except under a length-dependent LR schedule: there the steps
+    already trained followed another schedule, so a resume (``train --resume``) or a reuse
+    (``compare``) would mix two schedules in one run.
+    """
+    changed = [f.name for f in fields(cfg)
+               if f.name not in RESUMABLE_CHANGES and f.name in saved and saved[f.name] != getattr(cfg, f.name)]
+    if saved.get("num_steps", cfg.num_steps) != cfg.num_steps and lr_depends_on_length(cfg):
+        changed.append("num_steps")
+    return changed

@@ -284,9 +284,14 @@ class LocalTrainer:
         state = runlog.load_checkpoint(self.out, policy=self.policy, optimizer=self.opt)
         changed = diff(state["config"], self.cfg)
         if changed:
+            why = ""
+            if "num_steps" in changed:  # allowed for a constant LR: say why not here
+                why = (f"; {flag_of('lr_scheduler')} {self.cfg.lr_scheduler} with {flag_of('lr_warmup_ratio')} "
+                       f"{self.cfg.lr_warmup_ratio} depends on the run's length, so the LR of the steps already "
+                       "trained would not match the new schedule: resume with the old length or start a new run")
             raise UsageError(f"{flag_of('resume')}: the checkpoint in {self.out} was trained with other settings: "
                              + ", ".join(f"{flag_of(c)} {state['config'][c]!r} (now {getattr(self.cfg, c)!r})"
-                                         for c in changed))
+                                         for c in changed) + why)
         if state["next_step"] > self.cfg.num_steps:
             # Resuming would drop the metrics past num_steps and overwrite the checkpoint and the
             # final policy with a later policy labelled as step num_steps.

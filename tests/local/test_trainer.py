@@ -222,3 +222,20 @@ def test_truncated_last_metrics_line_is_dropped_and_a_bad_middle_line_named(tmp_
     path.write_text('{"step": 0}\n{garbage\n{"step": 2}\n')
     with pytest.raises(UsageError, match=f"{path}:2: unreadable metrics record"):
         runlog.read_metrics(tmp_path)
+
+
+def test_resume_with_another_length_under_a_length_dependent_lr_schedule_is_refused(cache_dir, tmp_path):
+    """#24 item 7: cosine_with_min_lr stretches with --local.num_steps, so resuming a 1-step run
+    as a 2-step one would jump the LR back up; the resume is refused naming both values, as
+    `compare` refuses to reuse such a run (one check: config.diff)."""
+    from prpo_openrlhf.local.trainer import LocalTrainer
+
+    cosine = dict(lr_scheduler="cosine_with_min_lr", lr_warmup_ratio=0.0, min_lr_ratio=0.1, eval_steps=0,
+                  eval_problems=4, eval_samples=1, save_steps=1)
+    _train(tmp_path / "run", num_steps=1, **cosine)
+    before = (tmp_path / "run" / runlog.CKPT).read_bytes()
+    with pytest.raises(UsageError, match=re.escape("--local.num_steps 1 (now 2)")) as err:
+        LocalTrainer(TrainConfig(**{**TINY, **cosine, "output_dir": str(tmp_path / "run"), "num_steps": 2,
+                                    "resume": True}), log=lambda *_: None)
+    assert "cosine_with_min_lr" in str(err.value)
+    assert (tmp_path / "run" / runlog.CKPT).read_bytes() == before
