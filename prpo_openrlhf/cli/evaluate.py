@@ -19,6 +19,7 @@ from pathlib import Path
 from prpo_openrlhf.eval.data import DEFAULT_BENCHMARKS, DataError
 from prpo_openrlhf.eval.prompts import DEFAULT_TEMPLATE, TEMPLATES, PromptError
 from prpo_openrlhf.eval.store import StoreError
+from prpo_openrlhf.fileio import DiskFullError
 
 
 def _csv(text: str) -> list[str]:
@@ -152,6 +153,9 @@ def main(argv=None, backend=None) -> int:
     except (DataError, StoreError, PromptError) as exc:
         print(f"prpo-eval: error: {exc}", file=sys.stderr)
         return 2
+    except DiskFullError as exc:  # names the file; every finished sample is already on disk
+        print(f"prpo-eval: error: {exc}", file=sys.stderr)
+        return 1
     if results is None:
         return 3
     out = Path(cfg.output_dir)

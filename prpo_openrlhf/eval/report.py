@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from prpo_openrlhf.fileio import replace_atomically
+
 from .metrics import benchmark_pass_at_k, mean_at_n
 
 DISPLAY = {"math500": "MATH500", "amc23": "AMC23", "aime25": "AIME25", "aime24": "AIME24"}
@@ -56,9 +58,8 @@ def benchmark_result(*, file: str, problems, verdicts: dict, generations: dict, 
 
 
 def write_json(path: str | os.PathLike, results: dict) -> None:
-    tmp = Path(f"{path}.tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(results, indent=2) + "\n"
+    replace_atomically(path, lambda tmp: tmp.write_text(text))
 
 
 def _pct(x: float | None) -> str:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from prpo_openrlhf.fileio import replace_atomically
+
 from . import report
 from .data import DEFAULT_BENCHMARKS, DataError, load_problems, resolve_benchmark
 from .generate import BackendOptions, SampleRequest, make_backend
@@ -213,5 +215,6 @@ def write_report(cfg, benches, existing, verdicts, stats, out: Path, generated: 
     rows = [(label, results)]
     results["plot"] = str(out / PLOT_PNG) if report.plot_pass_at_k(rows, out / PLOT_PNG) else None
     report.write_json(out / RESULTS_JSON, results)
-    (out / RESULTS_MD).write_text(report.markdown(rows, cfg.pass_k))
+    text = report.markdown(rows, cfg.pass_k)
+    replace_atomically(out / RESULTS_MD, lambda tmp: tmp.write_text(text))
     return results

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from prpo_openrlhf.fileio import replace_atomically
+from prpo_openrlhf.fileio import append_durably, replace_atomically
 
 GENERATIONS_FILE = "generations.jsonl"
 GRADES_FILE = "grades.jsonl"
@@ -102,11 +102,7 @@ class AppendOnlyJsonl:
         lines = [json.dumps(r, ensure_ascii=False) + "\n" for r in records]
         if not lines:
             return 0
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as fh:
-            fh.write("".join(lines))
-            fh.flush()
-            os.fsync(fh.fileno())
+        append_durably(self.path, "".join(lines))
         return len(lines)
 
 

@@ -88,6 +88,7 @@ def run_warmup(args) -> int:
 
 def main(argv=None) -> int:
     _quiet()
+    from prpo_openrlhf.fileio import DiskFullError
     from prpo_openrlhf.local.config import UsageError
 
     args = build_parser().parse_args(argv)
@@ -107,6 +108,9 @@ def main(argv=None) -> int:
     except UsageError as exc:
         print(f"prpo-local {args.command}: {exc}", file=sys.stderr)
         return 2
+    except DiskFullError as exc:  # names the file; a traceback would add nothing
+        print(f"prpo-local {args.command}: error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

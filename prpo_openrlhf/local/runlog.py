@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from prpo_openrlhf.fileio import replace_atomically
+from prpo_openrlhf.fileio import append_durably, replace_atomically
 from prpo_openrlhf.local.config import UsageError
 
 logger = logging.getLogger(__name__)
@@ -19,8 +19,7 @@ CURVE = "learning_curve.png"
 
 
 def append_metrics(out: Path, record: dict) -> None:
-    with open(out / METRICS, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    append_durably(out / METRICS, json.dumps(record) + "\n")
 
 
 def read_metrics(out: Path) -> list[dict]:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from prpo_openrlhf.fileio import naming_a_full_disk, replace_atomically
 from prpo_openrlhf.local import experience as X
 from prpo_openrlhf.local import runlog
 from prpo_openrlhf.local.config import TrainConfig, UsageError, check, diff, lr_factor
@@ -324,7 +325,8 @@ class LocalTrainer:
         from tqdm import tqdm
 
         cfg = self.cfg
-        (self.out / "config.json").write_text(json.dumps(dataclasses.asdict(self.cfg), indent=2))
+        text = json.dumps(dataclasses.asdict(self.cfg), indent=2)
+        replace_atomically(self.out / "config.json", lambda tmp: tmp.write_text(text))
         self.log(f"run directory {self.out}; engine {self.engine.name}, entropy from {self.entropy_source}, "
                  f"estimator {cfg.estimator}, split {cfg.split}, PRM {cfg.prm}")
         bar = tqdm(range(self.start_step, cfg.num_steps), desc=cfg.estimator, disable=not cfg.progress,
@@ -346,9 +348,10 @@ class LocalTrainer:
         final = self.evaluate(cfg.num_steps)
         self._record(final, every_step=True)
         self._save(cfg.num_steps)
-        self.policy.save_pretrained(self.out / "policy")
-        self.tok.save_pretrained(self.out / "policy")
-        runlog.plot_learning_curve(self.out, f"prpo-local: {cfg.estimator}, split {cfg.split}, PRM {cfg.prm}")
+        with naming_a_full_disk(self.out / "policy", f"the final checkpoint {self.out / runlog.CKPT} is kept"):
+            self.policy.save_pretrained(self.out / "policy")
+            self.tok.save_pretrained(self.out / "policy")
+            runlog.plot_learning_curve(self.out, f"prpo-local: {cfg.estimator}, split {cfg.split}, PRM {cfg.prm}")
         self.log(f"held-out accuracy {final['eval/accuracy']:.1%} greedy, {final['eval/sampled_accuracy']:.1%} "
                  f"sampled (mean response {final['eval/response_length']:.1f} tokens); "
                  f"metrics {self.out / runlog.METRICS}, plot {self.out / runlog.CURVE}")

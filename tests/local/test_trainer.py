@@ -239,3 +239,42 @@ def test_resume_with_another_length_under_a_length_dependent_lr_schedule_is_refu
                                     "resume": True}), log=lambda *_: None)
     assert "cosine_with_min_lr" in str(err.value)
     assert (tmp_path / "run" / runlog.CKPT).read_bytes() == before
+
+
+@pytest.mark.parametrize("failure", [
+    OSError(28, "No space left on device"),
+    RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 4544 vs 4432"),
+], ids=["ENOSPC", "torch-short-write"])
+def test_a_full_disk_at_a_checkpoint_is_one_named_line_and_the_previous_checkpoint_kept(
+        cache_dir, tmp_path, monkeypatch, capsys, failure):
+    """#24 item 6. A full disk cannot be made in a test: ``torch.save`` writes part of the file
+    and then raises what it raises on a full disk (ENOSPC, or torch's own short-write error)."""
+    from prpo_openrlhf.local.__main__ import main
+
+    out = tmp_path / "run"
+    real_save, calls = torch.save, []
+
+    def save(obj, f, *a, **kw):
+        calls.append(f)
+        if len(calls) == 1:
+            return real_save(obj, f, *a, **kw)
+        open(f, "wb").write(b"PK\x03\x04 half a checkpoint")
+        raise failure
+
+    monkeypatch.setattr(torch, "save", save)
+    argv = ["train", "--ckpt.output_dir", str(out), "--local.num_steps", "2", "--ckpt.save_steps", "1",
+            "--eval.steps", "0", "--local.eval_problems", "4", "--local.eval_samples", "1",
+            "--local.n_ops", TINY["n_ops"], "--rollout.batch_size", "4", "--rollout.n_samples_per_prompt", "4",
+            "--train.batch_size", "8", "--rollout.max_new_tokens", "34", "--local.engine", "hf",
+            "--local.no_progress", "--warmup.steps", str(TINY["warmup_steps"]),
+            "--warmup.hidden_size", str(TINY["warmup_hidden_size"]),
+            "--warmup.num_layers", str(TINY["warmup_num_layers"])]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    (line,) = [x for x in err.splitlines() if x.startswith("prpo-local")]  # the rest: progress bars
+    assert "Traceback" not in err
+    assert line.startswith(f"prpo-local train: error: {out / runlog.CKPT}: no space left on device (")
+    assert "the previous checkpoint.pt is kept" in line
+    monkeypatch.setattr(torch, "save", real_save)
+    assert torch.load(out / runlog.CKPT, weights_only=True)["next_step"] == 1  # step 1's, whole
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no temporary left
