@@ -50,7 +50,13 @@ COMMON_ARGS=(
 
 PRM_ARGS=(--prm.model_name_or_path "$PRM_MODEL" --prm.num_nodes 1 --prm.num_gpus_per_node "$PRM_GPUS")
 
-# submit NAME MODEL ARGS...: run train_prpo_ray under `ray job submit` with the shared settings.
+JOB_WAIT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/prpo_openrlhf/cli/job_wait.py
+
+# submit NAME MODEL ARGS...: run train_prpo_ray as a Ray job with the shared settings; returns 0
+# only when `ray job status` says SUCCEEDED. `ray job submit` without --no-wait exits when the
+# job's log stream closes, which can happen while the job runs (Ray issue #60665), so the job is
+# submitted under an id of ours and job_wait.py follows its logs and polls its status until it
+# ends; Ctrl-C or SIGTERM stop the job (`ray job stop`) before the script exits.
 # PRPO_PRINT_ARGS=1 prints the training arguments (NUL-separated) instead of submitting: the
 # test suite parses every script's arguments with build_parser().
 submit() {
@@ -59,5 +65,16 @@ submit() {
               --ckpt.output_dir "$SAVE_ROOT/$name" --ckpt.path "$SAVE_ROOT/$name/ckpt"
               --logger.tensorboard_dir "$LOG_ROOT/$name" "$@" ${EXTRA[@]+"${EXTRA[@]}"})
   if [ -n "${PRPO_PRINT_ARGS:-}" ]; then printf '%s\0' "${args[@]}"; return 0; fi
-  ray job submit --address="$RAY_ADDRESS" -- python -m prpo_openrlhf.cli.train_prpo_ray "${args[@]}"
+  local id="prpo-${name//[^A-Za-z0-9_.-]/_}-$(date +%Y%m%d-%H%M%S)-$$-$RANDOM"
+  ray job submit --address="$RAY_ADDRESS" --submission-id "$id" --no-wait \
+    -- python -m prpo_openrlhf.cli.train_prpo_ray "${args[@]}"
+  # In the background so that a trapped signal reaches it (bash starts it with SIGINT ignored,
+  # and job_wait installs its own handlers); waited for again until it has stopped the job.
+  python "$JOB_WAIT" --address "$RAY_ADDRESS" "$id" &
+  local waiter=$! status=0
+  trap 'kill -TERM "$waiter" 2>/dev/null || true' INT TERM
+  wait "$waiter" || status=$?
+  while kill -0 "$waiter" 2>/dev/null; do status=0; wait "$waiter" || status=$?; done
+  trap - INT TERM
+  return "$status"
 }
