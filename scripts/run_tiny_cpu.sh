@@ -8,8 +8,10 @@
 # the CPU layer (prpo_openrlhf/trainer/cpu_device.py). Only sizes change, through the
 # environment variables that examples/scripts/common.sh reads. What it does:
 #   1. writes a tiny policy, a tiny PRM and a small prompt set under TINY_DIR, if missing;
-#   2. starts a local Ray head with logical GPUs if none is running (and stops it at the end);
-#   3. runs the launch script, which submits the job and waits for it; exits with its status.
+#   2. starts a private Ray head with logical GPUs (its own free ports and temp dir; stopped alone
+#      at the end), unless RAY_ADDRESS names a cluster to use;
+#   3. runs the launch script, which submits the job and waits until Ray says it ended; exits
+#      with its status (0 only for a job that SUCCEEDED).
 # SAVE_ROOT (default TINY_DIR/checkpoints) receives the final model, as on a cluster.
 # Any size can be overridden the same way, e.g. NUM_EPISODES=2 or EXTRA_ARGS="--prm.backend hf".
 set -euo pipefail
@@ -36,21 +38,16 @@ export TRAIN_BATCH=${TRAIN_BATCH:-8} TRAIN_MICRO_BATCH=${TRAIN_MICRO_BATCH:-4} N
 export MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-48} DATA_MAX_LEN=${DATA_MAX_LEN:-192}
 export TOKENIZERS_PARALLELISM=${TOKENIZERS_PARALLELISM:-false}
 
-DASHBOARD_PORT=${RAY_DASHBOARD_PORT:-8265}
-export RAY_ADDRESS=${RAY_ADDRESS:-http://127.0.0.1:$DASHBOARD_PORT}
-started=""
-if ! ray status >/dev/null 2>&1; then
-  gpus=$(( ACTOR_GPUS + REF_GPUS + VLLM_ENGINES + PRM_GPUS ))
-  echo "[run_tiny_cpu] starting a local Ray head: $gpus logical GPUs, dashboard on port $DASHBOARD_PORT"
-  env -u RAY_ADDRESS ray start --head --num-gpus "$gpus" --num-cpus $(( gpus + 4 )) --include-dashboard true \
-    --dashboard-host 127.0.0.1 --dashboard-port "$DASHBOARD_PORT" --disable-usage-stats >/dev/null
-  started=1
-  trap 'echo "[run_tiny_cpu] stopping the Ray head it started"; ray stop >/dev/null 2>&1 || true' EXIT
-fi
-
+gpus=$(( ACTOR_GPUS + REF_GPUS + VLLM_ENGINES + PRM_GPUS ))
 echo "[run_tiny_cpu] $(basename "$LAUNCH") with $POLICY_MODEL, PRM $PRM_MODEL, SAVE_ROOT=$SAVE_ROOT"
-start=$(date +%s)
-status=0
-bash "$LAUNCH" || status=$?
-echo "[run_tiny_cpu] $(basename "$LAUNCH") exited with $status after $(( $(date +%s) - start )) s"
-exit $status
+if [ -n "${RAY_ADDRESS:-}" ]; then  # the caller's cluster: used as it is, never stopped here
+  echo "[run_tiny_cpu] using the Ray cluster at RAY_ADDRESS=$RAY_ADDRESS"
+  exec bash "$LAUNCH"
+fi
+# A private head: free ports and its own temp dir, so two runs at once do not meet, and at the
+# end only this head is stopped (`ray stop` stopped every Ray on the machine). exec: a signal to
+# this script reaches the runner, which passes it to the launch script (it stops its job) and
+# then stops the head; the exit status is the launch script's.
+mkdir -p "$TINY_DIR"
+exec python -m prpo_openrlhf.local.cluster run --num-gpus "$gpus" --num-cpus $(( gpus + 4 )) \
+  --log-file "$TINY_DIR/ray-head-$$.log" -- bash "$LAUNCH"

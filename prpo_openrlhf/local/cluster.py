@@ -4,9 +4,17 @@
 in a session of its own is one process whose SIGTERM takes down exactly the head it started
 (GCS, raylet, dashboard, and the workers and jobs under them). Ports are picked free, so a head
 already running here (on Ray's default ports) keeps running and is never joined by mistake.
+
+As a command (scripts/run_tiny_cpu.sh uses it), it runs one command against such a head:
+
+    python -m prpo_openrlhf.local.cluster run --num-gpus 4 --num-cpus 8 -- bash launch.sh
+
+starts the head, runs the command with RAY_ADDRESS set to it, stops the head and exits with the
+command's status (128 + N when a signal N ended it).
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import shutil
@@ -95,3 +103,81 @@ def _stop(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)  # anything of the head's session still there
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=10)
+
+
+def run_command(cmd: list[str], *, num_gpus: int, num_cpus: int, log_file: Path, grace_s: float = 60.0,
+                log=print) -> int:
+    """Run ``cmd`` with RAY_ADDRESS set to a private head; returns its exit status.
+
+    The command runs in a session of its own, so a SIGINT or SIGTERM to us reaches it once, as
+    SIGTERM to its whole group (a launch script then stops its job); after ``grace_s`` the group
+    is killed. The head is stopped in every case.
+    """
+    interrupted: list[int] = []
+
+    def on_signal(signum, frame):
+        if not interrupted:
+            interrupted.append(signum)
+            raise KeyboardInterrupt
+
+    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with private_ray_head(num_gpus=num_gpus, num_cpus=num_cpus, log_file=log_file) as address:
+            log(f"[cluster] private Ray head at {address} (log {log_file})", file=sys.stderr)
+            proc = subprocess.Popen(cmd, env={**os.environ, "RAY_ADDRESS": address}, start_new_session=True)
+            start = time.monotonic()
+            try:
+                code = proc.wait()
+            except KeyboardInterrupt:
+                code = _end_group(proc, grace_s)
+            log(f"[cluster] {Path(cmd[0]).name} exited with {code} after {time.monotonic() - start:.0f} s; "
+                f"stopping the Ray head at {address}", file=sys.stderr)
+    except KeyboardInterrupt:  # a signal while the head started: it is stopped already
+        code = None
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    if interrupted or code is None:
+        return 128 + (interrupted or [signal.SIGINT])[0]
+    return code if code >= 0 else 128 - code  # Popen gives -N for "killed by signal N"
+
+
+def _end_group(proc: subprocess.Popen, grace_s: float) -> int:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        return proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        return proc.wait()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m prpo_openrlhf.local.cluster")
+    sub = p.add_subparsers(dest="action", required=True)
+    run = sub.add_parser("run", help="run a command against a private Ray head, then stop the head")
+    run.add_argument("--num-gpus", type=int, required=True, help="logical GPUs of the head")
+    run.add_argument("--num-cpus", type=int, required=True)
+    run.add_argument("--log-file", type=Path, default=None,
+                     help="the head's output (default: a new file under the system's temp dir)")
+    run.add_argument("cmd", nargs=argparse.REMAINDER, help="-- then the command and its arguments")
+    args = p.parse_args(argv)
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        p.error("run: give the command after --, e.g. run --num-gpus 4 --num-cpus 8 -- bash launch.sh")
+    if args.num_gpus < 0 or args.num_cpus < 1:
+        p.error(f"run: --num-gpus {args.num_gpus} must be >= 0 and --num-cpus {args.num_cpus} >= 1")
+    log_file = args.log_file or Path(tempfile.mkstemp(prefix="prpo-ray-head-", suffix=".log")[1])
+    try:
+        return run_command(cmd, num_gpus=args.num_gpus, num_cpus=args.num_cpus, log_file=log_file)
+    except (RuntimeError, TimeoutError) as exc:  # the head did not start: the message names its log
+        print(f"[cluster] {exc}", file=sys.stderr)
+        return 1
+    except FileNotFoundError as exc:
+        print(f"[cluster] cannot run {cmd[0]!r}: {exc.strerror}", file=sys.stderr)
+        return 127
+
+
+if __name__ == "__main__":
+    sys.exit(main())

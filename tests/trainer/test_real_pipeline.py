@@ -19,7 +19,6 @@ import torch
 ROOT = Path(__file__).parents[2]
 SCRIPTS = ROOT / "examples" / "scripts"
 RUN = ROOT / "scripts" / "run_tiny_cpu.sh"
-DASHBOARD = "http://127.0.0.1:8265"
 # Dense reward (share of digits), actor-vs-vLLM log-prob check (upstream's vllm_kl) and an LR
 # that moves the tiny policy in one step: the weight sync then shows in step 2.
 SYNC_ARGS = (f"--reward.remote_url {Path(__file__).with_name('digit_reward.py')} "
@@ -99,14 +98,25 @@ def test_prpo_script_trains_with_the_prm_on_its_own_actor(tiny_dir, tmp_path):
     assert all(v > 0 for _, v in metrics["train/actor_grad_norm"])  # process rewards move the policy
 
 
-def _state(kind, **filters):
+def _head_address(log: Path) -> str | None:
+    """The run's private head (free ports: run_tiny_cpu.sh names it in its log), or None yet."""
+    import re
+
+    found = re.search(r"private Ray head at (http://\S+)", log.read_text(errors="replace"))
+    return found.group(1) if found else None
+
+
+def _state(log: Path, kind, **filters):
     """Ray's state API on the run's head; [] while the head is not up yet."""
     from ray.util import state
     from ray.util.state.exception import ServerUnavailable
 
+    address = _head_address(log)
+    if address is None:
+        return []
     lister = {"actors": state.list_actors, "tasks": state.list_tasks}[kind]
     try:
-        return lister(address=DASHBOARD, filters=[(k, "=", v) for k, v in filters.items()],
+        return lister(address=address, filters=[(k, "=", v) for k, v in filters.items()],
                       raise_on_missing_output=False)
     except ServerUnavailable:
         return []
@@ -136,16 +146,20 @@ def test_prm_actor_killed_mid_step_is_retried_and_the_run_goes_on(tiny_dir, tmp_
         proc = subprocess.Popen(["bash", str(RUN), str(SCRIPTS / "train_prpo_qwen2.5_math_1.5b.sh")], env=env,
                                 stdout=sink, stderr=subprocess.STDOUT)
     try:
-        _wait_for("ready PRM actor", lambda: _state("tasks", name="PRMActor.info", state="FINISHED"), 400, proc)
-        pid = _state("actors", class_name="PRMActor", state="ALIVE")[0].pid
+        _wait_for("ready PRM actor", lambda: _state(log, "tasks", name="PRMActor.info", state="FINISHED"),
+                  400, proc)
+        pid = _state(log, "actors", class_name="PRMActor", state="ALIVE")[0].pid
         os.kill(pid, signal.SIGSTOP)
-        _wait_for("PRM call", lambda: _state("tasks", name="PRMActor.score_with_stats"), 400, proc)
+        _wait_for("PRM call", lambda: _state(log, "tasks", name="PRMActor.score_with_stats"), 400, proc)
         os.kill(pid, signal.SIGKILL)
         assert proc.wait(timeout=600) == 0, log.read_text()[-6000:]
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            subprocess.run([str(Path(sys.executable).with_name("ray")), "stop"], capture_output=True)
+        if proc.poll() is None:  # SIGTERM: the runner stops the job and its own head (never `ray stop`)
+            proc.terminate()
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
     text = log.read_text()
     assert "died scoring responses" in text
     metrics = scalars(tmp_path / "logs", "prpo_1.5b")
