@@ -119,6 +119,10 @@ class _Signalled(KeyboardInterrupt):
 
 
 def _raise_interrupt(signum, frame):
+    # Once only: a run_tiny_cpu.sh interrupt sends SIGTERM both to us and to the launch script,
+    # which passes it on; a second one must not cut short the stop_job of the first.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     raise _Signalled(signum)
 
 
