@@ -10,7 +10,7 @@ env:
 	bash scripts/setup_cpu_env.sh
 
 # RUN_PRM=exact: the exact verifier as the PRM (the oracle arm); learned: the shipped learned PRM.
-RUN_PRM ?= exact
+RUN_PRM ?= learned
 run: env
 	$(PY) -m prpo_openrlhf.local.embedded run --run.prm $(RUN_PRM)
 

@@ -3,6 +3,7 @@
     prpo-local train   [flags]   one training run (default: PRPO on the synthetic arithmetic task)
     prpo-local compare [flags]   GRPO, PRPO and the paper's ablations on the same seeds and budget
     prpo-local warmup  [flags]   the embedded policy: where it is, or --rebuild it from its recipe
+    prpo-local prm     [flags]   the learned PRM of the embedded task: where it is, or --rebuild it
 """
 from __future__ import annotations
 
@@ -40,7 +41,37 @@ def build_parser() -> argparse.ArgumentParser:
     warmup = sub.add_parser("warmup", help="the embedded policy: shipped, cached or built; --rebuild checks it",
                             **fmt)
     add_warmup_flags(warmup)
+    prm = sub.add_parser("prm", help="the learned PRM of the embedded task: shipped, cached or built; "
+                                     "--rebuild checks it", **fmt)
+    add_prm_flags(prm)
     return parser
+
+
+def add_prm_flags(parser) -> None:
+    parser.add_argument("--rebuild", action="store_true",
+                        help="train the default PRM recipe from scratch (replacing a cached build) and report "
+                             "whether the weights match the shipped PRM's bit for bit; exit status 1 when not")
+    parser.add_argument("--ship", action="store_true",
+                        help="maintainers: copy the (cached or built) PRM into the package "
+                             "(prpo_openrlhf/local/shipped/prm-<key>/) with its report")
+    parser.add_argument("--local.no_progress", "--no_progress", dest="progress", action="store_false",
+                        help="no progress bar")
+
+
+def run_prm(args) -> int:
+    from prpo_openrlhf.local.prm_recipe import PRMRecipeConfig, learned_prm, rebuild_prm, ship_prm
+
+    cfg = PRMRecipeConfig()
+    if args.rebuild:
+        report = rebuild_prm(cfg, progress=args.progress)
+        if args.ship:
+            ship_prm(report["path"], cfg)
+        return 1 if report["bitwise"] is False and not args.ship else 0  # None: nothing shipped to compare
+    path, _ = learned_prm(cfg, progress=args.progress, use_shipped=not args.ship)
+    if args.ship:
+        ship_prm(path, cfg)
+    print(path)
+    return 0
 
 
 WARMUP_FIELDS = ("n_ops", "task_seed", "warmup_steps", "warmup_p_err", "warmup_hidden_size", "warmup_num_layers",
@@ -101,6 +132,8 @@ def main(argv=None) -> int:
             LocalTrainer(config_from_args(args), tracking=tracking_from_args(args)).train()
         elif args.command == "warmup":
             return run_warmup(args)
+        elif args.command == "prm":
+            return run_prm(args)
         else:
             from prpo_openrlhf.local.compare import run_compare
 

@@ -52,14 +52,14 @@ def write_prompts(path: Path, n: int) -> Path:
     return path
 
 
-def paths(prm: str = "exact") -> dict:
+def paths(prm: str = "learned") -> dict:
     from prpo_openrlhf.local.warmup import WarmupConfig, cache_root, shipped_policy
 
     policy, _ = shipped_policy(WarmupConfig())
     if prm == "learned":
         from prpo_openrlhf.local.prm_recipe import learned_prm
 
-        prm_path = str(learned_prm())
+        prm_path = learned_prm(log=lambda msg: print(msg, file=sys.stderr))[0]  # stdout: NAME=value lines
     else:
         prm_path = "exact"
     data = write_prompts(cache_root() / "embedded" / f"prompts-{WarmupConfig().key()}-{N_PROMPTS}.jsonl", N_PROMPTS)
@@ -240,13 +240,13 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="evaluate, train through train_prpo_ray, evaluate again")
     r.add_argument("--run.dir", dest="dir", default=None, help="output folder (default runs/embedded-<time>)")
-    r.add_argument("--run.prm", dest="prm", choices=("learned", "exact"), default="exact",
+    r.add_argument("--run.prm", dest="prm", choices=("learned", "exact"), default="learned",
                    help="the shipped learned PRM (vLLM pooling) or the exact verifier (oracle)")
     r.add_argument("--run.script", dest="script", default="train_prpo_qwen2.5_math_1.5b.sh",
                    help="launch script of examples/scripts to run at the embedded sizes")
     r.add_argument("--run.eval_problems", dest="eval_problems", type=int, default=512)
     p = sub.add_parser("paths", help="print POLICY_MODEL=, PRM_MODEL=, PROMPT_DATA=")
-    p.add_argument("--prm", choices=("learned", "exact"), default=os.environ.get("EMBEDDED_PRM", "exact"))
+    p.add_argument("--prm", choices=("learned", "exact"), default=os.environ.get("EMBEDDED_PRM", "learned"))
     e = sub.add_parser("eval", help="held-out greedy and sampled accuracy of a model")
     e.add_argument("model")
     e.add_argument("--problems", type=int, default=512)

@@ -119,13 +119,14 @@ def test_the_package_ships_the_default_recipe():
     assert info["key"] == cfg.key() and info["weights_sha256"] == W.weights_sha256(path)
     assert {"config.json", "model.safetensors", "tokenizer_config.json", "warmup.json"} <= {p.name for p in path.iterdir()}
     assert sum(p.stat().st_size for p in path.iterdir()) < 5 * 2**20
-    # Only the default recipe is shipped (the folder is package data: keep it small).
-    assert [p.name for p in W.SHIPPED_ROOT.iterdir() if p.is_dir()] == [cfg.key()]
+    # Only the default recipe is shipped (the folder is package data: keep it small); the learned
+    # PRM's folder (prm-<key>, tests/local/test_prm_recipe.py) sits beside it.
+    assert [p.name for p in W.SHIPPED_ROOT.iterdir() if p.is_dir() and not p.name.startswith("prm-")] == [cfg.key()]
 
 
 def test_wheel_holds_the_shipped_policy(tmp_path):
-    """A wheel built from the source holds every file of every shipped policy, without
-    setuptools' warning about a directory of package data missing from ``packages``."""
+    """A wheel built from the source holds every file of every shipped policy and of the shipped
+    PRM, without setuptools' warning about a directory of package data missing from ``packages``."""
     import shutil
     import subprocess
     import sys
@@ -144,5 +145,6 @@ def test_wheel_holds_the_shipped_policy(tmp_path):
     shipped = repo / "prpo_openrlhf" / "local" / "shipped"
     expected = {f.relative_to(repo).as_posix() for f in shipped.glob("*/*") if f.is_file()}
     assert any(p.endswith("model.safetensors") for p in expected)
+    assert any("/shipped/prm-" in p and p.endswith("prm.json") for p in expected)  # the learned PRM too
     (wheel,) = (tmp_path / "dist").glob("*.whl")
     assert expected <= set(zipfile.ZipFile(wheel).namelist())
