@@ -1,8 +1,9 @@
 """A learned PRM for the embedded arithmetic task, in Qwen2.5-Math-PRM's checkpoint format.
 
 The recipe (``PRMRecipeConfig``) trains a byte-level Qwen2 with the Qwen2ForProcessRewardModel
-head (``model.*`` backbone, ``score.0`` Linear(h, h) -> ReLU -> ``score.2`` Linear(h, 2)) from
-random weights on step labels of the exact verifier (``local/prm_data.py``): responses of the
+head (``model.*`` backbone, ``score.0`` Linear(h, h) -> ReLU -> ``score.2`` Linear(h, 2)), its
+backbone grown from the shipped policy's (``init="policy"``) or random, on step labels of the
+exact verifier (``local/prm_data.py``): responses of the
 shipped policy and noisy solutions of training problems, cross-entropy on the two logits at every
 ``<extra_0>``. One torch thread and fixed seeds make the build deterministic, as the policy's
 warm-up is. The result is a plain checkpoint directory (config, ``model.safetensors``, the
