@@ -61,15 +61,20 @@ def add_prm_flags(parser) -> None:
 def run_prm(args) -> int:
     from prpo_openrlhf.local.prm_recipe import PRMRecipeConfig, learned_prm, rebuild_prm, ship_prm
 
-    cfg = PRMRecipeConfig()
+    return rebuild_or_ship(args, PRMRecipeConfig(), rebuild_prm, ship_prm, learned_prm)
+
+
+def rebuild_or_ship(args, cfg, rebuild, ship, get) -> int:
+    """``--rebuild`` / ``--ship`` / neither for a shipped model's recipe ``cfg`` (the policy's warm-up,
+    the learned PRM): exit status 1 when a rebuild differs from the shipped model bit for bit."""
     if args.rebuild:
-        report = rebuild_prm(cfg, progress=args.progress)
+        report = rebuild(cfg, progress=args.progress)
         if args.ship:
-            ship_prm(report["path"], cfg)
+            ship(report["path"], cfg)
         return 1 if report["bitwise"] is False and not args.ship else 0  # None: nothing shipped to compare
-    path, _ = learned_prm(cfg, progress=args.progress, use_shipped=not args.ship)
+    path, _ = get(cfg, progress=args.progress, use_shipped=not args.ship)
     if args.ship:
-        ship_prm(path, cfg)
+        ship(path, cfg)
     print(path)
     return 0
 
@@ -105,16 +110,7 @@ def run_warmup(args) -> int:
         cfg = warmup_config(config_from_args(args))
     except ValueError as exc:
         raise UsageError(f"--local.n_ops {args.n_ops!r}: {exc}") from None
-    if args.rebuild:
-        report = rebuild(cfg, progress=args.progress)
-        if args.ship:
-            ship(report["path"], cfg)
-        return 1 if report["bitwise"] is False and not args.ship else 0  # None: nothing shipped to compare
-    path, info = warmed_up_policy(cfg, progress=args.progress, use_shipped=not args.ship)
-    if args.ship:
-        ship(path, cfg)
-    print(path)
-    return 0
+    return rebuild_or_ship(args, cfg, rebuild, ship, warmed_up_policy)
 
 
 def main(argv=None) -> int:

@@ -22,15 +22,14 @@ import hashlib
 import json
 import math
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from prpo_openrlhf.local.warmup import (SHIPPED_ROOT, WarmupConfig, _code_version, _one_thread, cache_root,
-                                        warmed_up_policy, weights_sha256)
+from prpo_openrlhf.local.warmup import (SHIPPED_ROOT, WarmupConfig, _code_version, _one_thread, build_into_cache,
+                                        cache_root, copy_package_data, warmed_up_policy, weights_sha256)
 
 PRM_FORMAT = 1  # bump when the recipe or its report changes in a way the config does not capture
 ARCHITECTURE = "Qwen2ForProcessRewardModel"
@@ -277,19 +276,7 @@ def learned_prm(cfg: PRMRecipeConfig = PRMRecipeConfig(), *, root: Path | None =
         log(f"learned PRM: cached at {target} ({_auc_line(info)})")
         return str(target), info
     log(f"learned PRM: building {target} ({cfg.steps} steps of {cfg.batch_size} solutions)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{cfg.key()}-", dir=target.parent))
-    try:
-        info = _build(cfg, tmp, progress, log)
-        (tmp / "prm.json").write_text(json.dumps(info, indent=2))
-        try:
-            tmp.rename(target)  # atomic: a concurrent builder that finished first wins
-        except OSError:
-            if not info_file.exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    info = json.loads(info_file.read_text())
+    info = build_into_cache(target, "prm.json", lambda tmp: _build(cfg, tmp, progress, log))
     log(f"learned PRM: done in {info['train_seconds']:.0f} s; {_auc_line(info)}")
     return str(target), info
 
@@ -304,13 +291,7 @@ def ship_prm(src: Path | str, cfg: PRMRecipeConfig = PRMRecipeConfig(), shipped_
     if info["weights_sha256"] != weights_sha256(src):
         raise ValueError(f"{src}/model.safetensors is not the one its prm.json describes")
     dest = (shipped_root or SHIPPED_ROOT) / f"prm-{cfg.key()}"
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    for f in src.iterdir():
-        if f.is_file():
-            shutil.copyfile(f, dest / f.name)
-            (dest / f.name).chmod(0o644)  # package data: readable by all
+    copy_package_data(src, dest, skip=("prm.json",))  # rewritten below
     info["recipe"] = "prpo-local prm with the PRMRecipeConfig in 'config' (docs/local.md)"
     info.pop("policy", None)  # a path on the build machine; policy_key names the policy
     (dest / "prm.json").write_text(json.dumps(info, indent=2))

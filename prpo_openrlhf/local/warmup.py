@@ -68,6 +68,37 @@ def _cached_path(cfg: WarmupConfig, root: Path | None) -> Path:
     return (root or cache_root()) / "warmup" / cfg.key()
 
 
+def build_into_cache(target: Path, report_name: str, build) -> dict:
+    """Run ``build(tmp)`` (it writes a checkpoint into the folder ``tmp`` and returns its report)
+    in a temporary folder beside ``target``, write the report there as ``report_name`` and move
+    the folder to ``target``; returns the report as stored. The move is atomic: a concurrent
+    builder of the same recipe that finished first wins, and no half-built folder is ever seen."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        (tmp / report_name).write_text(json.dumps(build(tmp), indent=2))
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not (target / report_name).exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return json.loads((target / report_name).read_text())
+
+
+def copy_package_data(src: Path, dest: Path, skip: tuple[str, ...] = ()) -> None:
+    """Replace ``dest`` with the files of ``src`` (but ``skip``), readable by all: package data
+    (a cache build folder is private to its user)."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for f in src.iterdir():
+        if f.is_file() and f.name not in skip:
+            shutil.copyfile(f, dest / f.name)
+            (dest / f.name).chmod(0o644)
+
+
 def _sft_batch(tok, task: ArithmeticTask, cfg: WarmupConfig, step: int, rng: random.Random):
     """Chat-formatted (input_ids, attention_mask, labels); loss on the response + EOS only."""
     from prpo_openrlhf.local.rollout import chat_prompt_ids
@@ -216,21 +247,10 @@ def warmed_up_policy(cfg: WarmupConfig = WarmupConfig(), *, root: Path | None = 
         return str(target), info
     log(f"warm-up policy: building {target} ({cfg.steps} SFT steps, noise p_err={cfg.p_err}, "
         f"{'/'.join(map(str, cfg.task.n_ops))} operations)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{cfg.key()}-", dir=target.parent))
-    try:
-        info = _build(cfg, tmp, progress)
-        (tmp / "warmup.json").write_text(json.dumps(info, indent=2))
-        try:
-            tmp.rename(target)  # atomic: a concurrent builder that finished first wins
-        except OSError:
-            if not info_file.exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    info = build_into_cache(target, "warmup.json", lambda tmp: _build(cfg, tmp, progress))
     log(f"warm-up policy: done in {info['sft_seconds']:.0f} s; held-out accuracy greedy "
         f"{info['heldout_greedy']['accuracy']:.1%}, sampled {info['heldout_sampled']['accuracy']:.1%}")
-    return str(target), json.loads(info_file.read_text())
+    return str(target), info
 
 
 def _code_version() -> str:
@@ -273,13 +293,7 @@ def ship(src: Path | str, cfg: WarmupConfig, shipped_root: Path | None = None, *
     if info.get("key") != cfg.key():
         raise ValueError(f"{src} was built for recipe {info.get('key')}, not {cfg.key()}")
     dest = (shipped_root or SHIPPED_ROOT) / cfg.key()
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    for f in src.iterdir():
-        if f.is_file() and f.name != "warmup.json":
-            shutil.copyfile(f, dest / f.name)
-            (dest / f.name).chmod(0o644)  # package data: readable by all (the build dir is private)
+    copy_package_data(src, dest, skip=("warmup.json",))
     full = measure(dest, cfg, full_eval or HELDOUT_SIZE)
     info.update({"recipe": "prpo-local warmup with the WarmupConfig in 'config' (docs/local.md)",
                  "task_seed": cfg.task_seed, "warmup_format": WARMUP_FORMAT,
