@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import unicodedata
+from collections.abc import Iterator
 
 
 def refuse_constant(name: str):
@@ -56,6 +57,22 @@ def parse_json_row(text: str) -> tuple[dict | None, str | None]:
     if not isinstance(row, dict):
         return None, f"expected a JSON object, got {type(row).__name__}"
     return row, None
+
+
+def json_lines(path) -> Iterator[tuple[int, dict | None, str | None]]:
+    """``(line number, row or None, why it cannot be read)`` per non-blank line of a JSON Lines
+    file. Read as bytes and decoded line by line: an undecodable line is one bad row, and the
+    rest of the file is still read."""
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield lineno, None, (f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} "
+                                     f"of the line)")
+                continue
+            if text.strip():
+                yield (lineno, *parse_json_row(text))
 
 
 def _chat_fault(messages) -> str | None:

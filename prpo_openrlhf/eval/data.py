@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from prpo_openrlhf.rowcheck import parse_json_row, row_fault
+from prpo_openrlhf.rowcheck import json_lines, row_fault
 
 DEFAULT_BENCHMARKS = ("math500", "amc23", "aime24", "aime25")
 
@@ -50,14 +50,6 @@ def resolve_benchmark(spec: str, data_dir: str | os.PathLike | None = None) -> t
     return name, path
 
 
-def _parse_row(text: str, where: str) -> tuple[dict | None, str | None]:
-    """The row as a dict, or None and the reason it is unusable (``rowcheck``'s rules)."""
-    row, reason = parse_json_row(text)
-    if reason is None:
-        reason = row_fault(row, {"problem": "'problem'"}, {"answer": "'answer'"})
-    return (row, None) if reason is None else (None, f"{where}: {reason}")
-
-
 def load_problems(path: str | os.PathLike, *, skip_bad_rows: bool = False,
                   limit: int | None = None) -> tuple[list[Problem], list[str]]:
     """Valid rows of ``path`` (the first ``limit`` of them) and the messages of skipped ones.
@@ -70,26 +62,15 @@ def load_problems(path: str | os.PathLike, *, skip_bad_rows: bool = False,
     path = Path(path)
     problems: list[Problem] = []
     bad: list[str] = []
-    # Bytes, decoded line by line: one undecodable line is reported like any other bad row
-    # instead of stopping the read of the rest.
-    with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            where = f"{path}:{lineno}"
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                bad.append(f"{where}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at byte "
-                           f"{exc.start + 1} of the line)")
-                continue
-            if not text.strip():
-                continue
-            row, reason = _parse_row(text, where)
-            if reason is not None:
-                bad.append(reason)
-                continue
-            rid = row.get("id", row.get("unique_id"))
-            problems.append(Problem(len(problems), lineno, row["problem"], str(row["answer"]),
-                                    None if rid is None else str(rid)))
+    for lineno, row, reason in json_lines(path):
+        if reason is None:
+            reason = row_fault(row, {"problem": "'problem'"}, {"answer": "'answer'"})
+        if reason is not None:
+            bad.append(f"{path}:{lineno}: {reason}")
+            continue
+        rid = row.get("id", row.get("unique_id"))
+        problems.append(Problem(len(problems), lineno, row["problem"], str(row["answer"]),
+                                None if rid is None else str(rid)))
     if bad and not skip_bad_rows:
         shown = "\n  ".join(bad[:20]) + (f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else "")
         raise DataError(f"{len(bad)} malformed row(s) in {path} (pass --skip_bad_rows to leave "

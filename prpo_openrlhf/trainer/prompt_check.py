@@ -13,7 +13,7 @@ import json
 import logging
 import os
 
-from prpo_openrlhf.rowcheck import parse_json_row, refuse_constant, row_fault
+from prpo_openrlhf.rowcheck import json_lines, refuse_constant, row_fault
 
 logger = logging.getLogger(__name__)
 MAX_REPORTED = 20  # with reasons; the lines of the rest are still listed
@@ -21,26 +21,20 @@ MAX_REPORTED = 20  # with reasons; the lines of the rest are still listed
 
 def _rows(path: str):
     """(where, parsed row or None, reason) per row of a .jsonl file or a .json array."""
-    with open(path, "rb") as f:
-        raw = f.read()
-    if path.endswith(".json") and raw.lstrip()[:1] == b"[":  # one JSON array: rows by position
-        try:
-            rows = json.loads(raw.decode("utf-8"), parse_constant=refuse_constant)
-        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError too
-            yield f"{path}:{getattr(exc, 'lineno', 1)}", None, f"not a readable JSON array ({exc})"
+    if path.endswith(".json"):
+        with open(path, "rb") as f:
+            raw = f.read()
+        if raw.lstrip()[:1] == b"[":  # one JSON array: rows by position
+            try:
+                rows = json.loads(raw.decode("utf-8"), parse_constant=refuse_constant)
+            except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError too
+                yield f"{path}:{getattr(exc, 'lineno', 1)}", None, f"not a readable JSON array ({exc})"
+                return
+            for i, row in enumerate(rows, 1):
+                yield f"{path}: row {i}", row, None if isinstance(row, dict) else "not a JSON object"
             return
-        for i, row in enumerate(rows, 1):
-            yield f"{path}: row {i}", row, None if isinstance(row, dict) else "not a JSON object"
-        return
-    for number, line in enumerate(raw.splitlines(), 1):
-        where = f"{path}:{number}"
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            yield where, None, f"not UTF-8 text (byte 0x{line[exc.start]:02x} at byte {exc.start + 1})"
-            continue
-        if text.strip():
-            yield (where, *parse_json_row(text))
+    for number, row, reason in json_lines(path):
+        yield f"{path}:{number}", row, reason
 
 
 def row_problems(path: str, keys: dict, labels: dict = None, *, chat: bool = False) -> list[tuple[str, str]]:
