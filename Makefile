@@ -4,7 +4,7 @@
 PY := .venv/bin/python
 PYTEST_CI := -m "not slow and not gpu" -q -p no:cacheprovider
 
-.PHONY: env run demo test test-all test-gpu gpu-check gpu-check-smoke gpu-wheels bench clean-env
+.PHONY: env run compare demo test test-all test-gpu gpu-check gpu-check-smoke gpu-wheels bench clean-env
 
 env:
 	bash scripts/setup_cpu_env.sh
@@ -13,6 +13,13 @@ env:
 RUN_PRM ?= learned
 run: env
 	$(PY) -m prpo_openrlhf.local.embedded run --run.prm $(RUN_PRM)
+
+# The paper's Tables 2 and 4 on the embedded task through train_prpo_ray: every method x seed x PRM
+# arm is one `make run`-sized training (about 10 min each on 2 cores); finished runs are reused.
+# COMPARE_ARGS narrows it, e.g. COMPARE_ARGS="--compare.seeds 42 --compare.prms learned".
+COMPARE_ARGS ?=
+compare: env
+	$(PY) -m prpo_openrlhf.local.embedded_compare $(COMPARE_ARGS)
 
 demo: env
 	$(PY) -m prpo_openrlhf.local.demo

@@ -28,9 +28,11 @@ setup(
             "prpo-serve-prm=prpo_openrlhf.cli.serve_prm:main",
             "prpo-local=prpo_openrlhf.local.__main__:main",
         ],
-        # Loaded by vLLM in every process (engine core and workers); see rollout/vllm_entropy.py.
+        # Loaded by vLLM in every process (engine core and workers); see rollout/vllm_entropy.py and
+        # vllm_lifeline.py.
         "vllm.general_plugins": [
             "prpo_entropy=prpo_openrlhf.rollout.vllm_entropy:register",
+            "prpo_lifeline=prpo_openrlhf.vllm_lifeline:register",
         ],
     },
 )

@@ -58,9 +58,13 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from prpo_openrlhf.trainer.launch import train
+    from prpo_openrlhf.trainer.launch import RunFailed, train
 
-    train(args)
+    try:
+        train(args)
+    except RunFailed as exc:
+        print(f"train_prpo_ray: the run failed: {exc}", file=sys.stderr, flush=True)
+        return 1
     return 0
 
 

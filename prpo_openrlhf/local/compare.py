@@ -121,7 +121,7 @@ def steps_to_reach(curve, target: float, column: int = 2) -> int | None:
     return next((c[0] for c in curve if c[0] > 0 and c[column] >= target - 1e-9), None)
 
 
-def _mean_sd(xs: list[float]) -> str:
+def mean_sd(xs: list[float]) -> str:
     if len(xs) == 1:
         return f"{100 * xs[0]:.1f}"
     return f"{100 * statistics.mean(xs):.1f} ± {100 * statistics.stdev(xs):.1f}"
@@ -178,8 +178,8 @@ def table(results: dict[str, list[dict]], start: dict | None, starts: list[dict]
         if starts:
             gain = _reach([steps_to_reach(s["curve"], st["sampled_accuracy"] + GAIN)
                            for s, st in zip(per_seed, starts)])
-        rows.append(f"| {name} | {_mean_sd([s['sampled_accuracy'] for s in per_seed])} | "
-                    f"{_mean_sd([s['accuracy'] for s in per_seed])} | "
+        rows.append(f"| {name} | {mean_sd([s['sampled_accuracy'] for s in per_seed])} | "
+                    f"{mean_sd([s['accuracy'] for s in per_seed])} | "
                     f"{statistics.mean(s['response_length'] for s in per_seed):.1f} | {gain} | {reach} | {paired} |")
     text = head + "\n".join(rows) + "\n"
     sd = pooled_sd(results)

@@ -29,6 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "examples" / "scripts"
 LAUNCH = "train_prpo_embedded_cpu.sh"
 N_PROMPTS = 960  # 60 steps of 16 prompts
+ROLLOUT_BATCH = int(os.environ.get("ROLLOUT_BATCH", 16))  # prompts a step (the launch script reads it too)
+CURVE_TAGS = ("train/accuracy", "train/prm_score_mean", "train/response_length")
 LOGICAL_GPUS = 4  # actor, reference, vLLM engine, PRM: one each
 
 
@@ -52,7 +54,7 @@ def write_prompts(path: Path, n: int) -> Path:
     return path
 
 
-def paths(prm: str = "learned") -> dict:
+def paths(prm: str = "learned", n_prompts: int = N_PROMPTS) -> dict:
     from prpo_openrlhf.local.warmup import WarmupConfig, cache_root, shipped_policy
 
     policy, _ = shipped_policy(WarmupConfig())
@@ -62,7 +64,7 @@ def paths(prm: str = "learned") -> dict:
         prm_path = learned_prm(log=lambda msg: print(msg, file=sys.stderr))[0]  # stdout: NAME=value lines
     else:
         prm_path = "exact"
-    data = write_prompts(cache_root() / "embedded" / f"prompts-{WarmupConfig().key()}-{N_PROMPTS}.jsonl", N_PROMPTS)
+    data = write_prompts(cache_root() / "embedded" / f"prompts-{WarmupConfig().key()}-{n_prompts}.jsonl", n_prompts)
     return {"POLICY_MODEL": policy, "PRM_MODEL": prm_path, "PROMPT_DATA": str(data)}
 
 
@@ -98,7 +100,7 @@ def evaluate(model: str, n_problems: int, n_samples: int = 4, max_new_tokens: in
     return result
 
 
-def _evaluate_apart(model: str, n_problems: int, out: Path) -> dict:
+def evaluate_apart(model: str, n_problems: int, out: Path) -> dict:
     """``evaluate`` in a process of its own, so that vLLM's memory is freed before the training
     and its log (``out`` with ``.log``) stays out of the console."""
     log = out.with_suffix(".log")
@@ -115,7 +117,7 @@ def _evaluate_apart(model: str, n_problems: int, out: Path) -> dict:
 class _StepPrinter(threading.Thread):
     """Prints one line per training step from the run's TensorBoard events while it runs."""
 
-    TAGS = {"train/accuracy": "train acc", "train/prm_score_mean": "PRM score", "train/response_length": "length"}
+    TAGS = dict(zip(CURVE_TAGS, ("train acc", "PRM score", "length")))
 
     def __init__(self, log_root: Path, total: int):
         super().__init__(daemon=True)
@@ -208,12 +210,12 @@ def run(args) -> dict:
     print(f"[run] policy {env_paths['POLICY_MODEL']}\n[run] PRM {env_paths['PRM_MODEL']}\n"
           f"[run] prompts {env_paths['PROMPT_DATA']}\n[run] output {run_dir}", flush=True)
     print(f"[run] held-out evaluation of the start policy ({args.eval_problems} problems, vLLM)", flush=True)
-    start = _evaluate_apart(env_paths["POLICY_MODEL"], args.eval_problems, run_dir / "eval_start.json")
+    start = evaluate_apart(env_paths["POLICY_MODEL"], args.eval_problems, run_dir / "eval_start.json")
     _report("start", start)
-    steps = N_PROMPTS // int(os.environ.get("ROLLOUT_BATCH", 16))
+    steps = N_PROMPTS // ROLLOUT_BATCH
     saved, scalars = train(run_dir, env_paths, extra_env, steps)
     print(f"[run] held-out evaluation of the final policy {saved}", flush=True)
-    end = _evaluate_apart(str(saved), args.eval_problems, run_dir / "eval_end.json")
+    end = evaluate_apart(str(saved), args.eval_problems, run_dir / "eval_end.json")
     _report("end", end)
     gain = {k: end[k]["accuracy"] - start[k]["accuracy"] for k in ("greedy", "sampled")}
     title = (f"{args.script.removesuffix('.sh')} on the embedded task, PRM: {args.prm}\n"

@@ -5,7 +5,9 @@ placement groups, then imports ``PPOTrainer`` from ``openrlhf.trainer.ppo_traine
 it. We run that function as it is and only let that import find PRPOTrainer (and, with
 ``--prpo.entropy_source actor``, its ``PolicyModelActor`` name find the policy actor of
 policy_actor.py; on a CPU machine, the actor classes of cpu_device.py), for the duration of
-the call, so every placement and initialisation step stays upstream's.
+the call, so every placement and initialisation step stays upstream's. Two more names are
+wrapped to hand what they create to the run's watchdog (watchdog.py): ``create_vllm_engines``
+and ``RayActorGroup`` (a subclass that registers its actors once it has started them).
 """
 from __future__ import annotations
 
@@ -18,6 +20,10 @@ import ray
 import torch
 
 logger = logging.getLogger(__name__)
+
+
+class RunFailed(RuntimeError):
+    """The run was stopped by its watchdog, or ended without saving its model."""
 
 
 @contextlib.contextmanager
@@ -72,6 +78,30 @@ def _without_job_env(env: dict) -> dict:
     return {k: v for k, v in env.items() if k not in job_env}
 
 
+def _watched(upstream_cli, watchdog) -> list:
+    """Swaps that show the run's vLLM engines and model actors to ``watchdog`` as they start."""
+    from prpo_openrlhf.trainer.watchdog import WatchedActorGroup
+
+    create_engines = upstream_cli.create_vllm_engines
+
+    def create_vllm_engines(*args, **kwargs):
+        engines = create_engines(*args, **kwargs)
+        watchdog.watch_engines(engines)
+        return engines
+
+    return [(upstream_cli, "create_vllm_engines", create_vllm_engines), (upstream_cli, "RayActorGroup", WatchedActorGroup)]
+
+
+def _check_saved(args) -> None:
+    """Upstream's last act is saving the model; a run that returns without one did not succeed.
+    Checked on a one-node cluster only: elsewhere the saving actor's disk may not be the driver's."""
+    out = args.ckpt.output_dir
+    if sum(node["Alive"] for node in ray.nodes()) != 1:
+        return
+    if not os.path.isfile(os.path.join(out, "config.json")) and not os.path.isfile(os.path.join(out, "adapter_config.json")):
+        raise RunFailed(f"training returned but no model was saved in {out}")
+
+
 def train(args) -> None:
     from openrlhf.cli.train_ppo_ray import train as upstream_train
 
@@ -80,6 +110,7 @@ def train(args) -> None:
     from prpo_openrlhf.trainer.cpu_device import cpu_swaps, resolve_device
     from prpo_openrlhf.trainer.ppo_trainer import PRPOTrainer
     from prpo_openrlhf.trainer.prompt_check import check_prompt_dataset
+    from prpo_openrlhf.trainer.watchdog import RunWatchdog
 
     if args.algo.advantage.estimator in PRM_ESTIMATORS and args.prpo.split == "entropy":
         check_entropy_source(args.prpo.entropy_source)  # refuses vllm on an unsupported vLLM
@@ -95,9 +126,21 @@ def train(args) -> None:
 
         policy = policy_actor_class()
     on_cpu = resolve_device(args.prpo.device, ray.cluster_resources()) == "cpu"
-    swaps = [(upstream_trainer, "PPOTrainer", PRPOTrainer),
+    watchdog = RunWatchdog()
+    swaps = [(upstream_trainer, "PPOTrainer", PRPOTrainer), *_watched(upstream_cli, watchdog),
              *(cpu_swaps(args, policy) if on_cpu else [(upstream_cli, "PolicyModelActor", policy)])]
-    with contextlib.ExitStack() as stack:
-        for module, name, value in swaps:
-            stack.enter_context(swapped(module, name, value))
-        upstream_train(args)
+    watchdog.start()
+    try:
+        with contextlib.ExitStack() as stack:
+            for module, name, value in swaps:
+                stack.enter_context(swapped(module, name, value))
+            upstream_train(args)
+    except BaseException as exc:  # the watchdog's interrupt, or an error its kills caused
+        if watchdog.failure:
+            raise RunFailed(watchdog.failure) from exc
+        raise
+    finally:
+        watchdog.stop()
+    if watchdog.failure:  # it fired after upstream's last wait
+        raise RunFailed(watchdog.failure)
+    _check_saved(args)

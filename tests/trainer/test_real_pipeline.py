@@ -169,6 +169,66 @@ def test_prm_actor_killed_mid_step_is_retried_and_the_run_goes_on(tiny_dir, tmp_
     _assert_saved_model(tmp_path / "prpo_1.5b")
 
 
+def _run_tree(log: Path) -> set:
+    """psutil.Process of every live actor of the run and of everything they started."""
+    import psutil
+
+    procs = set()
+    for actor in _state(log, "actors", state="ALIVE"):
+        try:
+            root = psutil.Process(actor.pid)
+            procs |= {root, *root.children(recursive=True)}
+        except psutil.NoSuchProcess:
+            pass
+    return procs
+
+
+@pytest.mark.slow
+def test_a_dead_vllm_engine_ends_the_run_with_an_error_and_leaves_nothing_running(tiny_dir, tmp_path):
+    """SIGKILL of the policy's vLLM engine core (its Ray actor lives on) during step 1. The run's
+    watchdog names the engine, the job fails, run_tiny_cpu.sh exits non-zero, and no process of
+    the run (actors, vLLM engine cores of the policy and of the PRM) outlives it."""
+    import psutil
+
+    log = tmp_path / "run.log"
+    with open(log, "w") as sink:
+        proc = subprocess.Popen(["bash", str(RUN), str(SCRIPTS / "train_prpo_qwen2.5_math_1.5b.sh")],
+                                env=_env(tiny_dir, tmp_path), stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        _wait_for("step 1's PRM call", lambda: _state(log, "tasks", name="PRMActor.score_with_stats"), 400, proc)
+        tree = _run_tree(log)
+        engine = _state(log, "actors", class_name="CPURolloutRayActor", state="ALIVE")[0].pid
+        # the process title is VLLM::EngineCore; /proc's comm keeps its first 15 characters
+        cores = [p for p in psutil.Process(engine).children(recursive=True) if "EngineCor" in p.name()]
+        assert cores, [p.name() for p in psutil.Process(engine).children(recursive=True)]
+        prm_cores = [p for p in tree if "EngineCor" in p.name() and p not in cores]
+        assert prm_cores  # the PRM's own vLLM (pooling runner)
+        cores[0].kill()
+        t0 = time.monotonic()
+        status = proc.wait(timeout=300)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=120)
+    text = log.read_text(errors="replace")
+    assert status != 0, text[-6000:]
+    assert "vLLM engine 0: its vLLM engine core died" in text, text[-6000:]
+    assert took < 180, took
+    assert not (tmp_path / "prpo_1.5b" / "config.json").exists()
+
+    def lives(p):
+        try:
+            return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    deadline = time.monotonic() + 30  # the lifeline polls once a second, then vLLM shuts down
+    while any(map(lives, tree)) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not [p.pid for p in tree if lives(p)], [(p.pid, p.cmdline()[:3]) for p in tree if lives(p)]
+
+
 OTHER_RUNS = [(p.name, "") for p in sorted(SCRIPTS.glob("train_*.sh"))
               if p.name not in {"train_grpo_qwen2.5_math_1.5b.sh", "train_prpo_qwen2.5_math_1.5b.sh",
                                 "train_prpo_qwen2.5_math_1.5b_shared_prm.sh"}]

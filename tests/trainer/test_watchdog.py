@@ -1,0 +1,90 @@
+"""The run's watchdog on a real local Ray: a killed actor is named, the others are stopped, the
+driver is told; a live but busy actor is left alone. (A killed vLLM engine core inside a real
+training: test_real_pipeline.py.)"""
+import os
+import signal
+import threading
+import time
+
+import pytest
+import ray
+
+from prpo_openrlhf.trainer.watchdog import RunWatchdog
+
+
+@ray.remote
+class Worker:
+    def pid(self):
+        return os.getpid()
+
+    def busy(self, seconds):
+        time.sleep(seconds)
+        return seconds
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _wait(predicate, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_busy_actors_are_alive_and_a_killed_one_is_named(local_ray):
+    dog = RunWatchdog()
+    a, b = Worker.remote(), Worker.remote()
+    pid = ray.get(a.pid.remote())
+    ray.get(b.pid.remote())
+    dog.watch_group("PolicyModelActor", [a, b])
+    busy = a.busy.remote(60)  # a sync actor inside a long call: the watchdog must not wait on it
+    t0 = time.monotonic()
+    assert dog.check() is None
+    assert time.monotonic() - t0 < 5
+    os.kill(pid, signal.SIGKILL)
+    found = []
+    assert _wait(lambda: found.append(dog.check()) or found[-1] is not None), found
+    assert found[-1].startswith("PolicyModelActor actor 0 died: ") and "worker process has died" in found[-1]
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(busy)
+
+
+def test_a_death_stops_the_other_actors_and_tells_the_driver(local_ray):
+    told = threading.Event()
+    dog = RunWatchdog(interval_s=0.5, unwind_s=0.5, on_failure=told.set)
+    a, b = Worker.remote(), Worker.remote()
+    pid = ray.get(a.pid.remote())
+    ray.get(b.pid.remote())
+    dog.watch_group("ReferenceModelActor", [a, b])
+    dog.start()
+    waiting = b.busy.remote(120)  # what the trainer would be blocked on
+    os.kill(pid, signal.SIGKILL)
+    t0 = time.monotonic()
+    with pytest.raises(ray.exceptions.RayActorError):  # b was killed by the watchdog: the wait ends
+        ray.get(waiting, timeout=60)
+    assert time.monotonic() - t0 < 30
+    assert told.wait(10)
+    assert dog.failure.startswith("ReferenceModelActor actor 0 died")
+    dog.join(5)
+    assert not dog.is_alive()
+
+
+def test_a_driver_that_leaves_the_training_is_not_interrupted(local_ray):
+    told = threading.Event()
+    dog = RunWatchdog(interval_s=0.2, unwind_s=5.0, on_failure=told.set)
+    a = Worker.remote()
+    pid = ray.get(a.pid.remote())
+    dog.watch_group("PolicyModelActor", [a])
+    dog.start()
+    os.kill(pid, signal.SIGKILL)
+    assert _wait(lambda: dog.failure is not None)
+    dog.stop()  # what launch.train does once upstream's train() has returned or raised
+    dog.join(10)
+    assert not told.is_set()
