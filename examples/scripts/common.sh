@@ -66,8 +66,17 @@ submit() {
               --logger.tensorboard_dir "$LOG_ROOT/$name" "$@" ${EXTRA[@]+"${EXTRA[@]}"})
   if [ -n "${PRPO_PRINT_ARGS:-}" ]; then printf '%s\0' "${args[@]}"; return 0; fi
   local id="prpo-${name//[^A-Za-z0-9_.-]/_}-$(date +%Y%m%d-%H%M%S)-$$-$RANDOM"
-  ray job submit --address="$RAY_ADDRESS" --submission-id "$id" --no-wait \
-    -- python -m prpo_openrlhf.cli.train_prpo_ray "${args[@]}"
+  # A head under load can drop the submission (the job agent not ready yet: "Remote end closed
+  # connection"). Try again; if the dropped call did create the job, its id is taken: go on to wait.
+  local try
+  for try in 1 2 3 4 5; do
+    ray job submit --address="$RAY_ADDRESS" --submission-id "$id" --no-wait \
+      -- python -m prpo_openrlhf.cli.train_prpo_ray "${args[@]}" && break
+    ray job status --address="$RAY_ADDRESS" "$id" >/dev/null 2>&1 && break
+    [ "$try" -lt 5 ] || { echo "[submit] ray job submit failed 5 times; giving up" >&2; return 1; }
+    echo "[submit] ray job submit failed (try $try of 5); again in $((try * 10)) s" >&2
+    sleep $((try * 10))
+  done
   # In the background so that a trapped signal reaches it (bash starts it with SIGINT ignored,
   # and job_wait installs its own handlers); waited for again until it has stopped the job.
   python "$JOB_WAIT" --address "$RAY_ADDRESS" "$id" &

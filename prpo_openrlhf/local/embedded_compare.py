@@ -246,20 +246,32 @@ def run_compare(args, log=print) -> dict:
     todo = [(arm, m, s) for arm in args.prms for m in args.methods for s in args.seeds
             if not (m in NO_PROCESS and arm != args.prms[0])]
     runs: dict[str, dict[str, list[dict]]] = {arm: {} for arm in args.prms}
+    failed = []
     for i, (arm, method, seed) in enumerate(todo, 1):
         log(f"[compare] run {i}/{len(todo)}: {method}, {arm} PRM, seed {seed}")
-        runs[arm].setdefault(method, []).append(run_one(root, method, arm, seed, start, settings, log))
+        try:
+            runs[arm].setdefault(method, []).append(run_one(root, method, arm, seed, start, settings, log))
+        except (RuntimeError, TimeoutError) as exc:  # one failed training does not stop the others
+            where = run_dir(root, method, arm, seed)
+            failed.append(f"{method}, {arm} PRM, seed {seed}")
+            log(f"[compare] {failed[-1]} FAILED: {str(exc).splitlines()[0]} (see {where / 'train.log'}); going on, "
+                "and the next call of this command runs it again")
+    runs = {arm: {m: v for m, v in by_method.items() if v} for arm, by_method in runs.items()}
     for arm in args.prms[1:]:  # the runs without a PRM appear in every arm
         for m in args.methods:
-            if m in NO_PROCESS:
+            if m in NO_PROCESS and m in runs[args.prms[0]]:
                 runs[arm] = {m: runs[args.prms[0]][m], **runs[arm]}
     text = (f"# The comparison on the real pipeline (train_prpo_ray), embedded task\n\n"
             f"From the shipped policy, {args.n_prompts // embedded.ROLLOUT_BATCH} steps of {embedded.ROLLOUT_BATCH} "
             f"prompts x 8 samples, seeds {args.seeds}; held-out: {args.eval_problems} problems, greedy pass@1 and "
             f"sampled mean@4 (temperature 1); mean ± sd over seeds.\n"
             f"Command: python -m prpo_openrlhf.local.embedded_compare {args.command}\n")
-    out = {"start": start, "arms": {}}
+    if failed:
+        text += f"\nNot in the tables (the training failed; run the command again): {'; '.join(failed)}.\n"
+    out = {"start": start, "arms": {}, "failed": failed}
     for arm, by_method in runs.items():
+        if not by_method:
+            continue
         rows = {m: [row_of(s) for s in v] for m, v in by_method.items()}
         name = "learned PRM (shipped, vLLM pooling)" if arm == "learned" else "exact verifier as the PRM (oracle)"
         text += f"\n## {name}\n\n{table(rows, start)}\n" + "".join(f"- {line}\n" for line in orderings(rows))
@@ -276,11 +288,11 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         args = _parse(argv)
-        run_compare(args)
+        result = run_compare(args)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return 0
+    return 1 if result["failed"] else 0
 
 
 if __name__ == "__main__":

@@ -67,16 +67,16 @@ class PRPOExperienceMaker(RemoteExperienceMaker):
         t0 = time.time()
         per_sample, stats = self.dispatcher.collect(rollout_samples)
         waited = time.time() - t0
-        self._process = {s.index[0]: (scores_to_tokens([scores], ids[None])[0], ids)
-                         for s, (scores, ids) in zip(rollout_samples, per_sample)}
-        self._prm_info = {
+        process = {s.index[0]: (scores_to_tokens([scores], ids[None])[0], ids)
+                   for s, (scores, ids) in zip(rollout_samples, per_sample)}
+        prm_info = {
             "wait_s": waited, "score_s": stats.seconds, "segments_per_response": stats.segments / len(per_sample),
             "filled_segments": stats.filled_segments, "truncated_responses": stats.truncated_responses,
             "submitted_late": late, "retries": stats.retries,
         }
         logger.info(f"PRM: waited {waited:.2f}s after the log-prob passes; {late} rollouts submitted after "
                     f"generation; {stats.as_dict()}")
-        return self.compute_advantages_and_returns(experiences)
+        return self.compute_advantages_and_returns(experiences, process, prm_info)
 
     def _actor_pass_with_entropies(self, rollout_samples, samples_list) -> None:
         """``--prpo.entropy_source actor``: the actor's log-prob pass runs first, and its
@@ -113,16 +113,22 @@ class PRPOExperienceMaker(RemoteExperienceMaker):
             exp.info["length_penalty"] = penalty
 
     @torch.no_grad()
-    def compute_advantages_and_returns(self, experiences: List[Experience]) -> List[Experience]:
+    def compute_advantages_and_returns(self, experiences: List[Experience], process: dict | None = None,
+                                       prm_info: dict | None = None) -> List[Experience]:
+        """``process``: rollout index -> ((T,) per-token PRM scores, (T,) segment ids); ``prm_info``:
+        the step's PRM figures for logging. Both from ``make_experience_batch``, for PRM estimators."""
         self._length_penalty(experiences)
         if self.advantage_estimator not in PRM_ESTIMATORS:
             return super().compute_advantages_and_returns(experiences)
+        if process is None:
+            raise ValueError(f"--algo.advantage.estimator {self.advantage_estimator}: advantages need the PRM's scores")
+        scores = process
 
         rows = {i: (exp, j) for exp in experiences for j, i in enumerate(exp.index)}
         ranked = sorted(rows)  # original rollout order: groups are contiguous blocks of n
         mask = pad_rows([rows[i][0].action_mask[rows[i][1]].float() for i in ranked])
-        process = pad_rows([self._process[i][0] for i in ranked])
-        segment_ids = pad_rows([self._process[i][1] for i in ranked], value=-1)
+        process = pad_rows([scores[i][0] for i in ranked])
+        segment_ids = pad_rows([scores[i][1] for i in ranked], value=-1)
         rewards = torch.stack([rows[i][0].rewards[rows[i][1]].float() for i in ranked])
         adv = ESTIMATORS[self.advantage_estimator](
             process_scores=process, outcome_rewards=rewards, action_mask=mask, segment_ids=segment_ids,
@@ -137,7 +143,7 @@ class PRPOExperienceMaker(RemoteExperienceMaker):
             exp.info["return"] = exp.rewards
             for key, value in stats.items():
                 exp.info[key] = torch.stack([value[position[i]] for i in exp.index])
-            for key, value in self._prm_info.items():
+            for key, value in (prm_info or {}).items():
                 exp.info[f"prm/{key}"] = torch.full((len(exp.index),), float(value))
             exp.kl = None
         return experiences

@@ -7,6 +7,7 @@ update and broadcast_to_vllm carries the weights; PRPO's PRM runs on its own pla
 Models are tiny ones written by tiny_run.py. Each test is one or two minutes.
 """
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -100,8 +101,6 @@ def test_prpo_script_trains_with_the_prm_on_its_own_actor(tiny_dir, tmp_path):
 
 def _head_address(log: Path) -> str | None:
     """The run's private head (free ports: run_tiny_cpu.sh names it in its log), or None yet."""
-    import re
-
     found = re.search(r"private Ray head at (http://\S+)", log.read_text(errors="replace"))
     return found.group(1) if found else None
 
@@ -227,6 +226,37 @@ def test_a_dead_vllm_engine_ends_the_run_with_an_error_and_leaves_nothing_runnin
     while any(map(lives, tree)) and time.monotonic() < deadline:
         time.sleep(1)
     assert not [p.pid for p in tree if lives(p)], [(p.pid, p.cmdline()[:3]) for p in tree if lives(p)]
+
+
+@pytest.mark.slow
+def test_two_runs_at_once_beside_another_ray_head_both_succeed_and_leave_it_up(tiny_dir, tmp_path):
+    """Two run_tiny_cpu.sh started together while another Ray head (another user's) runs: each
+    gets a private head of its own, both end with the job SUCCEEDED (job_wait), both save their
+    model, and the other head still answers after both stopped theirs."""
+    import requests
+
+    from prpo_openrlhf.local.cluster import private_ray_head
+
+    with private_ray_head(num_gpus=1, num_cpus=1, log_file=tmp_path / "other.log") as other:
+        runs = []
+        for name in ("a", "b"):
+            (tmp_path / name).mkdir()
+            log = open(tmp_path / name / "run.log", "w")
+            runs.append((subprocess.Popen(["bash", str(RUN), str(SCRIPTS / "train_grpo_qwen2.5_math_1.5b.sh")],
+                                          env=_env(tiny_dir, tmp_path / name), stdout=log,
+                                          stderr=subprocess.STDOUT), log))
+        for proc, log in runs:
+            status = proc.wait(timeout=1200)
+            log.close()
+            assert status == 0, Path(log.name).read_text(errors="replace")[-6000:]
+        assert requests.get(f"{other}/api/version", timeout=10).ok
+    heads = set()
+    for name in ("a", "b"):
+        text = (tmp_path / name / "run.log").read_text(errors="replace")
+        assert re.search(r"\[job_wait\] job prpo-grpo_1.5b-\S+: SUCCEEDED", text), text[-3000:]
+        heads.add(_head_address(tmp_path / name / "run.log"))
+        _assert_saved_model(tmp_path / name / "grpo_1.5b")
+    assert len(heads) == 2 and other not in heads
 
 
 OTHER_RUNS = [(p.name, "") for p in sorted(SCRIPTS.glob("train_*.sh"))
