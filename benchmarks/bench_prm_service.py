@@ -56,7 +56,7 @@ def _start(cmd, url, env) -> subprocess.Popen:
 
 
 def compare_servers(args, path, groups) -> None:
-    from prpo_openrlhf.prm.pooling_client import connect
+    from prpo_openrlhf.prm import connect
 
     env = {**os.environ, "PRPO_PRM_TOKEN": "bench-token"}
     ports = {"vllm serve": _free_port(), "prpo-serve-prm": _free_port()}

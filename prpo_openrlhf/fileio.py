@@ -31,6 +31,18 @@ def _no_space(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and any(s in str(exc).lower() for s in _WRAPPED_NO_SPACE)
 
 
+def no_space_in(exc: BaseException) -> BaseException | None:
+    """The no-space failure in ``exc``'s chain (its causes, and the ``cause`` of a Ray task error
+    raised in an actor that ran out of space), or None."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if _no_space(exc):
+            return exc
+        seen.add(id(exc))
+        exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
+    return None
+
+
 @contextlib.contextmanager
 def naming_a_full_disk(path: str | os.PathLike, kept: str = "") -> Iterator[None]:
     """Re-raise a no-space failure inside the block as ``DiskFullError`` naming ``path``;

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-# Estimators that need process rewards, computed by prpo_openrlhf.algorithms.advantages.
-PRM_ESTIMATORS = ("prpo", "prm_avg", "prm_avg_prpo", "pure", "process_only")
-SPLITS = ("entropy", "uniform", "random", "newline")
+from prpo_openrlhf.run_options import PRM_ESTIMATORS, SPLITS, needs_vllm_entropy  # noqa: F401 (the flags API)
 
 
 def add_estimators(parser: argparse.ArgumentParser) -> None:
@@ -50,6 +48,9 @@ def add_prm_args(parser: argparse.ArgumentParser) -> None:
                    help="deadline of one PRM call (one prompt group, or the batch), counted from its "
                         "submission: queueing, actor restarts and retries included; the shared "
                         "service is told the time left")
+    g.add_argument("--prm.coalesce", action="store_true", default=False,
+                   help="PRM actors score the prompt groups that reach them during a forward together, in "
+                        "their next forward, instead of one after another (logged as prm/forward_responses)")
 
 
 def add_prpo_args(parser: argparse.ArgumentParser) -> None:
@@ -85,27 +86,6 @@ def add_prpo_args(parser: argparse.ArgumentParser) -> None:
                         "emulated, about 20x slower, on CPUs without AVX512-BF16 or AMX); unused on GPUs")
     g.add_argument("--prpo.cpu_kv_cache_mib", type=int, default=256,
                    help="KV cache of each vLLM engine on CPU, MiB (vLLM would otherwise take a share of the RAM)")
-
-
-def needs_vllm_entropy(args) -> bool:
-    """Whether rollouts must carry vLLM's per-token entropies (PRPO's entropy executor).
-
-    Only a PRM estimator splitting at entropy spikes with ``--prpo.entropy_source vllm`` reads
-    them; every other run (GRPO, REINFORCE++, the uniform/random/newline splits, the actor
-    source) keeps OpenRLHF's own executor. The parser installs the executor and the samples
-    generator requires entropies by this one rule, so the two cannot disagree.
-    """
-    return (_flag(args, "algo.advantage.estimator") in PRM_ESTIMATORS and _flag(args, "prpo.split") == "entropy"
-            and _flag(args, "prpo.entropy_source") == "vllm")
-
-
-def _flag(args, name: str):
-    """``name`` of the parser's flat namespace, or of the hierarchical args upstream builds from it."""
-    if hasattr(args, name):
-        return getattr(args, name)
-    for part in name.split("."):
-        args = getattr(args, part)
-    return args
 
 
 def check_prpo_args(args) -> None:

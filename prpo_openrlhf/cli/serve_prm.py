@@ -103,7 +103,7 @@ def build_scorer(args):
         kwargs.pop("device", None)
         return PRMActorGroup(args.model or args.backend, num_actors=args.num_actors, backend=args.backend,
                              **kwargs)
-    from prpo_openrlhf.prm.scorer import make_scorer
+    from prpo_openrlhf.prm.factory import make_scorer
 
     return make_scorer(args.model, args.backend, **kwargs)
 

@@ -68,9 +68,11 @@ def private_ray_head(*, num_gpus: int, num_cpus: int, log_file: Path, ready_time
     # Jobs run `python` from the head's PATH: this interpreter's, venv included.
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    # The dashboard gives each of its modules 30 s to start; on a busy 2-core machine that was
-    # seen to run out (the head then exits), so the wait follows ready_timeout_s instead.
+    # The dashboard gives each of its modules 30 s to start, and `ray start` gives the dashboard
+    # 60 s; on a busy 2-core machine both were seen to run out (the head then exits), so both
+    # waits follow ready_timeout_s instead.
     env.setdefault("RAY_DASHBOARD_SUBPROCESS_MODULE_WAIT_READY_TIMEOUT", str(ready_timeout_s))
+    env.setdefault("RAY_DASHBOARD_STARTUP_TIMEOUT_S", str(int(ready_timeout_s)))
     with open(log_file, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     address = f"http://127.0.0.1:{dashboard}"

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from prpo_openrlhf.local import runlog
 from prpo_openrlhf.local.config import TrainConfig, UsageError, diff
-from prpo_openrlhf.local.flags import flag_of
+from prpo_openrlhf.local.flag_names import flag_of
 
 # name -> TrainConfig overrides; GRPO first: the others are measured against its final accuracy.
 METHODS: dict[str, dict] = {

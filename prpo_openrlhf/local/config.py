@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, fields
 
 from prpo_openrlhf.algorithms.segmentation import METHODS as SPLITS
+from prpo_openrlhf.local.flag_names import flag_of
 from prpo_openrlhf.local.task import HELDOUT_SIZE, TaskConfig, max_solution_bytes, parse_n_ops
 
 PRM_ESTIMATORS = ("prpo", "prm_avg", "prm_avg_prpo", "pure", "process_only")
@@ -112,8 +113,6 @@ RESUMABLE_CHANGES = {"num_steps", "eval_steps", "save_steps", "output_dir", "res
 
 def check(cfg: TrainConfig) -> None:
     """Cross-field checks; raise ValueError naming the flags."""
-    from prpo_openrlhf.local.flags import flag_of
-
     errors = []
     if cfg.estimator not in PRM_ESTIMATORS + OUTCOME_ESTIMATORS:
         errors.append(f"{flag_of('estimator')} {cfg.estimator!r}: choose one of "
@@ -152,8 +151,6 @@ def check(cfg: TrainConfig) -> None:
 
 def _task_errors(cfg: TrainConfig) -> list[str]:
     """--local.n_ops must parse, and the embedded policy's longest solution must fit."""
-    from prpo_openrlhf.local.flags import flag_of
-
     try:
         task = cfg.task
     except ValueError as exc:
@@ -169,8 +166,6 @@ def _task_errors(cfg: TrainConfig) -> list[str]:
 
 
 def _noise_errors(cfg: TrainConfig) -> list[str]:
-    from prpo_openrlhf.local.flags import flag_of
-
     errors = []
     if not 0 <= cfg.prm_noise_flip <= 1:
         errors.append(f"{flag_of('prm_noise_flip')} {cfg.prm_noise_flip} must lie in [0, 1]")

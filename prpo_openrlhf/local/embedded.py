@@ -25,6 +25,8 @@ import threading
 import time
 from pathlib import Path
 
+from prpo_openrlhf.fileio import replace_atomically
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "examples" / "scripts"
 LAUNCH = "train_prpo_embedded_cpu.sh"
@@ -44,8 +46,6 @@ def _task():
 
 def write_prompts(path: Path, n: int) -> Path:
     """``n`` training problems of the task as ``{"problem", "answer"}`` rows (never held-out ones)."""
-    from prpo_openrlhf.fileio import replace_atomically
-
     if not path.exists():
         rows = _task().train_batch(n, "rl-prompts")
         text = "".join(json.dumps({"problem": p.text, "answer": str(p.answer)}) + "\n" for p in rows)
@@ -225,7 +225,7 @@ def run(args) -> dict:
                "start": start, "end": end, "gain": gain, "steps": len(scalars.get("train/accuracy", [])),
                "train_accuracy": scalars.get("train/accuracy"), "seconds": round(time.monotonic() - t0, 1),
                "plot": str(plot(scalars, start, end, run_dir / "learning_curve.png", title))}
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    replace_atomically(run_dir / "summary.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
     print(f"[run] held-out sampled {gain['sampled']:+.1%}, greedy {gain['greedy']:+.1%} in "
           f"{summary['steps']} steps; {summary['seconds']:.0f} s in all\n[run] {run_dir / 'summary.json'}\n"
           f"[run] {summary['plot']}\n[run] TensorBoard: tensorboard --logdir {run_dir / 'tensorboard'}", flush=True)
@@ -261,7 +261,7 @@ def main(argv=None) -> int:
             print(f"{name}={value}")
     elif args.command == "eval":
         result = json.dumps(evaluate(args.model, args.problems), indent=2)
-        Path(args.out).write_text(result) if args.out else print(result)
+        replace_atomically(args.out, lambda tmp: tmp.write_text(result)) if args.out else print(result)
     else:
         run(args)
     return 0

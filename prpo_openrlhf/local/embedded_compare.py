@@ -29,6 +29,7 @@ import sys
 import time
 from pathlib import Path
 
+from prpo_openrlhf.fileio import replace_atomically
 from prpo_openrlhf.local import embedded
 from prpo_openrlhf.local.compare import mean_sd, pooled_sd
 from prpo_openrlhf.local.config import UsageError
@@ -87,7 +88,7 @@ def run_one(root: Path, method: str, arm: str, seed: int, start: dict, settings:
     end = embedded.evaluate_apart(str(saved), settings["eval_problems"], out / "eval_end.json")
     summary = {**wanted, "end": end, "start": start, "seconds": round(time.monotonic() - t0, 1),
                "scalars": {tag: scalars[tag] for tag in embedded.CURVE_TAGS if tag in scalars}}
-    done.write_text(json.dumps(summary, indent=1))
+    replace_atomically(done, lambda tmp: tmp.write_text(json.dumps(summary, indent=1)))  # whole, or not there
     log(f"[compare] {method}, {arm} PRM, seed {seed}: held-out sampled {end['sampled']['accuracy']:.1%}, "
         f"greedy {end['greedy']['accuracy']:.1%} ({summary['seconds']:.0f} s)")
     return summary
@@ -277,8 +278,8 @@ def run_compare(args, log=print) -> dict:
         text += f"\n## {name}\n\n{table(rows, start)}\n" + "".join(f"- {line}\n" for line in orderings(rows))
         plot(by_method, root / f"compare_{arm}.png", f"train_prpo_ray on the embedded task, {name}")
         out["arms"][arm] = rows
-    (root / "compare.md").write_text(text)
-    (root / "compare.json").write_text(json.dumps(out, indent=1))
+    replace_atomically(root / "compare.md", lambda tmp: tmp.write_text(text))
+    replace_atomically(root / "compare.json", lambda tmp: tmp.write_text(json.dumps(out, indent=1)))
     log(f"\n{text}\n[compare] wrote {root / 'compare.md'}, compare.json and the figures")
     return out
 

@@ -1,6 +1,7 @@
 """Process reward model scoring: HF and vLLM backends, Ray actor group, HTTP service.
 
-``from prpo_openrlhf.prm import PRMScorer`` is the entry point (see docs/prm.md). Ray and the
+``from prpo_openrlhf.prm import PRMScorer`` scores in process; ``connect(url)`` reaches a PRM
+served elsewhere, by vLLM's server or by ``prpo-serve-prm`` (see docs/prm.md). Ray and the
 HTTP pieces are imported lazily so that the scorer does not pull them in.
 """
 from .inputs import DEFAULT_STEP_TAG, DEFAULT_SYSTEM_PROMPT
@@ -12,6 +13,8 @@ _LAZY = {
     "PRMClient": ".client",
     "PRMClientError": ".client",
     "PRMServer": ".server",
+    "VLLMPoolingClient": ".pooling_client",
+    "connect": ".pooling_client",
 }
 
 __all__ = ["PRMScorer", "PRMStats", "PRMScoreError", "DEFAULT_STEP_TAG",

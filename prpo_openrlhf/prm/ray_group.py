@@ -30,9 +30,12 @@ from ray.exceptions import RayActorError
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from .scorer import PRMStats, make_scorer
+from .coalesce import Coalescer
+from .factory import make_scorer
+from .scorer import PRMStats
 
 logger = logging.getLogger(__name__)
+COALESCE_THREADS = 32  # calls an actor holds at once with coalesce=True (the rest queue in Ray)
 
 
 class PRMActorGroupError(RuntimeError):
@@ -43,24 +46,31 @@ class PRMActor:
     """One PRMScorer in a Ray worker process."""
 
     def __init__(self, model_name_or_path: str, backend: str, scorer_kwargs: dict,
-                 num_threads: int | None):
+                 num_threads: int | None, coalesce: bool = False):
         if num_threads:
             import torch
 
             torch.set_num_threads(num_threads)
-        self.scorer = make_scorer(model_name_or_path, backend, **scorer_kwargs)
+        self.model = make_scorer(model_name_or_path, backend, **scorer_kwargs)
+        # coalesce: the actor takes calls on several threads (max_concurrency) and the calls that
+        # arrive during a forward share the next one; otherwise Ray runs its calls one by one.
+        self.scorer = Coalescer(self.model) if coalesce else self.model
+        self._lock = threading.Lock()
         self.calls, self.last_call = 0, None  # observability: is this actor used, and when
 
     def score_with_stats(self, problems, segments):
         start = time.time()
         scores, stats = self.scorer.score_with_stats(problems, segments)
-        self.calls, self.last_call = self.calls + 1, (start, time.time())
+        with self._lock:
+            self.calls, self.last_call = self.calls + 1, (start, time.time())
         return scores, stats.as_dict()
 
     def info(self) -> dict:
+        forwards = getattr(self.scorer, "forwards", None)
         return {"pid": os.getpid(), "host": socket.gethostname(),
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-                "calls": self.calls, "last_call": self.last_call, **self.scorer.info()}
+                "calls": self.calls, "last_call": self.last_call, **self.model.info(),
+                **({"coalesced_forwards": forwards} if forwards is not None else {})}
 
 
 def split_shards(costs: list[int], n: int) -> list[tuple[int, int]]:
@@ -174,6 +184,8 @@ class PRMActorGroup:
     (-1 = unlimited: over a long training an actor may die more than a few times);
     placement_strategy ("PACK"); ready_timeout_s (600, covers model loading);
     call_timeout_s (600: the deadline of each call from its dispatch; None = no deadline);
+    coalesce (False: each actor scores its calls one by one; True: the calls that reach an actor
+    during a forward share its next one, see coalesce.py);
     any other keyword goes to :class:`PRMScorer` (dtype, max_length, engine_kwargs, ...).
     """
 
@@ -183,7 +195,7 @@ class PRMActorGroup:
                  min_shard_responses: int = 8, num_gpus_per_actor: float | None = None, num_cpus_per_actor: float = 1,
                  max_failures: int = 3, max_restarts: int = -1, placement_strategy: str = "PACK",
                  ready_timeout_s: float = 600.0, call_timeout_s: float | None = 600.0,
-                 **scorer_kwargs):
+                 coalesce: bool = False, **scorer_kwargs):
         if num_actors < 1 or max_failures < 1:
             raise ValueError("num_actors and max_failures must be at least 1")
         if not ray.is_initialized():
@@ -211,10 +223,10 @@ class PRMActorGroup:
         self.actors = [
             remote_cls.options(
                 num_cpus=num_cpus_per_actor, num_gpus=num_gpus_per_actor,
-                max_restarts=max_restarts, max_task_retries=0,
+                max_restarts=max_restarts, max_task_retries=0, max_concurrency=COALESCE_THREADS if coalesce else 1,
                 scheduling_strategy=PlacementGroupSchedulingStrategy(
                     self.placement_group, placement_group_bundle_index=i),
-            ).remote(model_name_or_path, backend, scorer_kwargs, threads)
+            ).remote(model_name_or_path, backend, scorer_kwargs, threads, coalesce)
             for i in range(num_actors)
         ]
         # What the actors said at start-up: describe() answers from it without asking them.

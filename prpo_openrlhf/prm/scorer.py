@@ -24,19 +24,6 @@ from .inputs import DEFAULT_STEP_TAG, DEFAULT_SYSTEM_PROMPT, PRMInputBuilder, va
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("hf", "vllm")
-ORACLE_BACKEND = "exact"  # the embedded task's exact verifier (prpo_openrlhf/local/oracle.py)
-
-
-def make_scorer(model_name_or_path: str | None, backend: str, **kwargs):
-    """A :class:`PRMScorer`, or for ``backend="exact"`` the embedded task's exact verifier
-    behind the same interface (no model; ``model_name_or_path`` is only its label)."""
-    if backend == ORACLE_BACKEND:
-        from prpo_openrlhf.local.oracle import ExactVerifierScorer
-
-        return ExactVerifierScorer(model_name_or_path, **kwargs)
-    return PRMScorer(model_name_or_path, backend, **kwargs)
-
-
 class PRMScoreError(RuntimeError):
     """The PRM produced scores that cannot be used (NaN or inf)."""
 
@@ -57,6 +44,7 @@ class PRMStats:
     batches: int = 0
     seconds: float = 0.0
     retries: int = 0  # shards sent again after their PRM actor died (PRMActorGroup)
+    forward_responses: int = 0  # responses in the largest forward this call was part of (coalesce.py)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -72,6 +60,7 @@ class PRMStats:
                 setattr(total, name, getattr(total, name) + getattr(part, name))
             total.truncated_indices += [off + i for i in part.truncated_indices]
             total.seconds = max(total.seconds, part.seconds)  # shards run in parallel
+            total.forward_responses = max(total.forward_responses, part.forward_responses)
         return total
 
 

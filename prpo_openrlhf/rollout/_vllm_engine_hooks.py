@@ -68,7 +68,7 @@ def scheduler_update_from_output(original):
 def output_processor_add_request(original):
     def add_request(self, request, *args, **kwargs):
         result = original(self, request, *args, **kwargs)
-        from prpo_openrlhf.rollout.vllm_entropy import wants_entropy
+        from prpo_openrlhf.rollout.entropy_request import wants_entropy
 
         if wants_entropy(getattr(request, "sampling_params", None)):
             state = self.request_states.get(request.request_id)
@@ -143,7 +143,7 @@ def input_processor_validate_params(original):
         original(self, params, *args, **kwargs)
         from vllm.sampling_params import SamplingParams
 
-        from prpo_openrlhf.rollout.vllm_entropy import REQUEST_KEY, wants_entropy
+        from prpo_openrlhf.rollout.entropy_request import REQUEST_KEY, wants_entropy
 
         if isinstance(params, SamplingParams) and wants_entropy(params):
             reason = unsupported_reason(self.vllm_config)

@@ -122,7 +122,7 @@ def _rows_tensor(rows, num_rows: int, device) -> torch.Tensor | None:
 def v1_add_request(original):
     def add_request(self, request, *args, **kwargs):
         index = original(self, request, *args, **kwargs)
-        from prpo_openrlhf.rollout.vllm_entropy import wants_entropy
+        from prpo_openrlhf.rollout.entropy_request import wants_entropy
 
         if wants_entropy(getattr(request, "sampling_params", None)):
             self.__dict__.setdefault(_BATCH_REQS_ATTR, set()).add(request.req_id)
@@ -213,7 +213,7 @@ def async_get_output(original):
 def v2_add_request(original):
     def add_request(self, req_idx, prompt_len, sampling_params, *args, **kwargs):
         original(self, req_idx, prompt_len, sampling_params, *args, **kwargs)
-        from prpo_openrlhf.rollout.vllm_entropy import wants_entropy
+        from prpo_openrlhf.rollout.entropy_request import wants_entropy
 
         want = wants_entropy(sampling_params)
         flags = self.__dict__.get(_SLOT_FLAGS_ATTR)

@@ -21,9 +21,9 @@ import torch
 from openrlhf.trainer.ppo_utils.experience import Experience, tensor_field
 from openrlhf.trainer.ppo_utils.samples_generator import SamplesGenerator
 
-from prpo_openrlhf.cli.prpo_flags import needs_vllm_entropy
 from prpo_openrlhf.rollout.agent_executor import ENTROPY_AGENT_PATH, RESPONSE_KEY
 from prpo_openrlhf.rollout.vllm_entropy import FALLBACK_HINT, SUPPORTED_VLLM_VERSION, version_problem
+from prpo_openrlhf.run_options import needs_vllm_entropy
 
 # Values of --prpo.entropy_source (the flag lives in prpo_openrlhf.cli.prpo_flags).
 ENTROPY_SOURCE_VLLM = "vllm"

@@ -23,24 +23,18 @@ import functools
 import importlib
 import logging
 
+from prpo_openrlhf.rollout.entropy_request import OUTPUT_ATTR, REQUEST_KEY, wants_entropy  # noqa: F401 (this module's API)
+
 # A child of vLLM's logger: same format and level (VLLM_LOGGING_LEVEL) as vLLM's own lines.
 logger = logging.getLogger("vllm.prpo_entropy")
 
 SUPPORTED_VLLM_VERSION = "0.29.0"
-REQUEST_KEY = "return_entropy"  # SamplingParams.extra_args key
-OUTPUT_ATTR = "token_entropies"  # CompletionOutput attribute
 FALLBACK_HINT = "--prpo.entropy_source actor"
 _MARK = "__prpo_entropy_original__"
 
 # One record per patched method: (class, method name, original attribute).
 _applied: list[tuple[type, str, object]] = []
 _status = "not installed"
-
-
-def wants_entropy(sampling_params) -> bool:
-    """True when a request asks for token entropies."""
-    extra = getattr(sampling_params, "extra_args", None)
-    return bool(extra) and bool(extra.get(REQUEST_KEY))
 
 
 def version_problem(version: str | None = None) -> str | None:

@@ -35,7 +35,7 @@ from openrlhf.trainer.ray.vllm_engine import RolloutRayActor
 from openrlhf.trainer.ray.vllm_worker_wrap import WorkerWrap
 from openrlhf.utils.deepspeed import DeepspeedStrategy
 
-from prpo_openrlhf.trainer.launch import swapped
+from prpo_openrlhf.trainer.swap import swapped
 
 logger = logging.getLogger(__name__)
 

@@ -72,7 +72,7 @@ class PRPOExperienceMaker(RemoteExperienceMaker):
         prm_info = {
             "wait_s": waited, "score_s": stats.seconds, "segments_per_response": stats.segments / len(per_sample),
             "filled_segments": stats.filled_segments, "truncated_responses": stats.truncated_responses,
-            "submitted_late": late, "retries": stats.retries,
+            "submitted_late": late, "retries": stats.retries, "forward_responses": stats.forward_responses,
         }
         logger.info(f"PRM: waited {waited:.2f}s after the log-prob passes; {late} rollouts submitted after "
                     f"generation; {stats.as_dict()}")

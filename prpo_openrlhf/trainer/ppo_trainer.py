@@ -27,7 +27,7 @@ def make_prm(args):
     if args.algo.advantage.estimator not in PRM_ESTIMATORS:
         return None
     if prm.remote_url:
-        from prpo_openrlhf.prm.pooling_client import connect
+        from prpo_openrlhf.prm import connect
 
         return connect(prm.remote_url, prm.remote_api, token=os.environ.get(prm.auth_token_env),
                        timeout_s=prm.timeout_s, tokenizer=prm.tokenizer, system_prompt=prm.system_prompt,
@@ -40,6 +40,7 @@ def make_prm(args):
         backend=prm.backend,
         max_failures=prm.max_failures,
         call_timeout_s=prm.timeout_s,
+        coalesce=prm.coalesce,
         dtype=prm.dtype,
         max_length=prm.max_len,
         step_tag=prm.step_tag,

@@ -7,7 +7,8 @@ import requests
 
 from prpo_openrlhf.local.oracle import ExactVerifierScorer
 from prpo_openrlhf.prm import PRMClient, PRMClientError, PRMServer
-from prpo_openrlhf.prm.scorer import PRMScoreError, make_scorer
+from prpo_openrlhf.prm.factory import make_scorer
+from prpo_openrlhf.prm.scorer import PRMScoreError
 
 PROBLEM = "Compute (3+4)*2."
 RIGHT = ["3+4=7\n", "7*2=14\n", "\\boxed{14}"]

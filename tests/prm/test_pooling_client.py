@@ -16,8 +16,7 @@ from http.server import BaseHTTPRequestHandler
 import pytest
 import requests
 
-from prpo_openrlhf.prm import PRMClientError, PRMScorer, PRMServer
-from prpo_openrlhf.prm.pooling_client import VLLMPoolingClient, connect
+from prpo_openrlhf.prm import PRMClientError, PRMScorer, PRMServer, VLLMPoolingClient, connect
 
 from .reference import PROBLEMS, SEGMENTS
 from .test_http import _peer

@@ -88,3 +88,25 @@ def test_a_driver_that_leaves_the_training_is_not_interrupted(local_ray):
     dog.stop()  # what launch.train does once upstream's train() has returned or raised
     dog.join(10)
     assert not told.is_set()
+
+
+@ray.remote
+def _save_on_a_full_disk(kind):
+    import errno
+
+    if kind == "oserror":
+        raise OSError(errno.ENOSPC, "No space left on device", "/ckpt/global_step4/mp_rank_00_model_states.pt")
+    raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1280 vs 1174")
+
+
+@pytest.mark.parametrize("kind", ["oserror", "torch"])
+def test_a_full_disk_in_an_actor_is_found_through_rays_task_error(local_ray, kind):
+    """What launch.train reads when upstream's actor runs out of space saving a checkpoint."""
+    from prpo_openrlhf.fileio import no_space_in
+
+    with pytest.raises(ray.exceptions.RayTaskError) as info:
+        ray.get(_save_on_a_full_disk.remote(kind))
+    found = no_space_in(info.value)
+    assert found is not None
+    assert ("No space left on device" if kind == "oserror" else "unexpected pos") in str(found)
+    assert no_space_in(RuntimeError("CUDA out of memory")) is None
