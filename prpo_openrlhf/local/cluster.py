@@ -54,11 +54,15 @@ def _ray_cli() -> str:
     return str(found) if found.exists() else (shutil.which("ray") or "ray")
 
 
-@contextlib.contextmanager
-def private_ray_head(*, num_gpus: int, num_cpus: int, log_file: Path, ready_timeout_s: float = 180.0):
-    """Start a head with ``num_gpus`` logical GPUs; yields its dashboard address (for ``ray job
-    submit`` and RAY_ADDRESS); stops it, and only it, on exit (SIGTERM, then SIGKILL of its
-    process group after 30 s)."""
+HEAD_STARTED = "Ray runtime started."  # `ray start` logs it once the node has registered
+START_ATTEMPTS = 3
+SETTLE_S = 3.0  # a started head must stay up this long to count as started
+
+
+def _start_head(num_gpus: int, num_cpus: int, log_file: Path, ready_timeout_s: float):
+    """One ``ray start --head --block`` on free ports: (process, dashboard address, temp dir) once
+    the node has registered and the dashboard answers. Raises RuntimeError if the head exits
+    first (stopped and cleaned up), TimeoutError after ``ready_timeout_s``."""
     gcs, dashboard, client, agent = free_ports(4)
     temp_dir = tempfile.mkdtemp(prefix="prpo-ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     cmd = [_ray_cli(), "start", "--head", "--block", f"--port={gcs}", "--include-dashboard=true",
@@ -73,21 +77,58 @@ def private_ray_head(*, num_gpus: int, num_cpus: int, log_file: Path, ready_time
     # waits follow ready_timeout_s instead.
     env.setdefault("RAY_DASHBOARD_SUBPROCESS_MODULE_WAIT_READY_TIMEOUT", str(ready_timeout_s))
     env.setdefault("RAY_DASHBOARD_STARTUP_TIMEOUT_S", str(int(ready_timeout_s)))
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    offset = log_file.stat().st_size if log_file.exists() else 0  # the log is shared by every attempt
     with open(log_file, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     address = f"http://127.0.0.1:{dashboard}"
+    deadline = time.monotonic() + ready_timeout_s
     try:
-        deadline = time.monotonic() + ready_timeout_s
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"the Ray head exited with {proc.returncode} at start-up; see {log_file}")
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"{address}/api/version", timeout=2).ok:
-                    break
+            with open(log_file, "rb") as log:
+                log.seek(offset)
+                registered = HEAD_STARTED.encode() in log.read()
+            if registered:
+                with contextlib.suppress(requests.RequestException):
+                    if requests.get(f"{address}/api/version", timeout=2).ok:
+                        # `ray start --block` stops the whole head when one of its processes exits;
+                        # one that lost its port to a concurrent start was seen to exit a second later.
+                        time.sleep(SETTLE_S)
+                        if proc.poll() is None:
+                            return proc, address, temp_dir
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the Ray head did not answer on {address} within {ready_timeout_s:.0f} s; "
+                raise TimeoutError(f"the Ray head did not start on {address} within {ready_timeout_s:.0f} s; "
                                    f"see {log_file}")
             time.sleep(1)
+    except BaseException:
+        _stop(proc)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
+def private_ray_head(*, num_gpus: int, num_cpus: int, log_file: Path, ready_timeout_s: float = 180.0):
+    """Start a head with ``num_gpus`` logical GPUs; yields its dashboard address (for ``ray job
+    submit`` and RAY_ADDRESS); stops it, and only it, on exit (SIGTERM, then SIGKILL of its
+    process group after 30 s).
+
+    A head that exits during its start-up (or within ``SETTLE_S`` of it) is started again, on
+    new ports, up to ``START_ATTEMPTS`` times: Ray gives a new node's raylet a fixed 30 s to
+    register with the GCS, which a machine busy with other trainings was seen to exceed, and a
+    head started beside others was seen to lose its client-server port and exit."""
+    log_file = Path(log_file)
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            proc, address, temp_dir = _start_head(num_gpus, num_cpus, log_file, ready_timeout_s)
+            break
+        except RuntimeError as err:
+            if attempt == START_ATTEMPTS:
+                raise
+            print(f"[cluster] {err} (attempt {attempt} of {START_ATTEMPTS}); starting it again", file=sys.stderr,
+                  flush=True)
+    try:
         yield address
     finally:
         _stop(proc)

@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 
 class RunFailed(RuntimeError):
-    """The run was stopped by its watchdog, or ended without saving its model."""
+    """The run was stopped by its watchdog, ran out of disk space, or ended without saving its model."""
 
 
 def _init_ray(args) -> None:
@@ -86,9 +86,10 @@ def _watched(upstream_cli, watchdog) -> list:
 
 def _check_saved(args) -> None:
     """Upstream's last act is saving the model; a run that returns without one did not succeed.
-    Checked on a one-node cluster only: elsewhere the saving actor's disk may not be the driver's."""
+    Checked for an absolute path on a one-node cluster only: elsewhere the saving actor's disk,
+    or its working directory, may not be the driver's."""
     out = args.ckpt.output_dir
-    if sum(node["Alive"] for node in ray.nodes()) != 1:
+    if not os.path.isabs(out) or sum(node["Alive"] for node in ray.nodes()) != 1:
         return
     if not os.path.isfile(os.path.join(out, "config.json")) and not os.path.isfile(os.path.join(out, "adapter_config.json")):
         raise RunFailed(f"training returned but no model was saved in {out}")
