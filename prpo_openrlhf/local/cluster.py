@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -30,23 +31,30 @@ import requests
 
 
 _HANDED_OUT: set[int] = set()  # ports given to heads of this process: some bind them only later
+# Our heads' ports come from below the kernel's ephemeral range (32768-60999 by default) and above
+# Ray's worker ports (10002-19999): a port the OS hands to any other process (a second head's
+# raylet, its agents) can then never be one we picked and have not bound yet. Seen: two heads
+# started at once, one's dashboard agent lost its port to the other and jobs could not start.
+PORT_RANGE = (20000, 32000)
 
 
 def free_ports(n: int) -> list[int]:
-    """``n`` distinct ports free on 127.0.0.1 right now, none handed out before by this process."""
-    socks, ports = [], []
-    try:
-        while len(ports) < n:
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-            if s.getsockname()[1] not in _HANDED_OUT:
-                ports.append(s.getsockname()[1])
-        _HANDED_OUT.update(ports)
-        return ports
-    finally:
-        for s in socks:
-            s.close()
+    """``n`` distinct ports of PORT_RANGE free on 127.0.0.1 right now, none handed out before by
+    this process (random picks: two processes rarely draw the same one)."""
+    rng = random.SystemRandom()
+    ports: list[int] = []
+    while len(ports) < n:
+        port = rng.randrange(*PORT_RANGE)
+        if port in _HANDED_OUT or port in ports:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+    _HANDED_OUT.update(ports)
+    return ports
 
 
 def _ray_cli() -> str:

@@ -236,7 +236,9 @@ def test_two_runs_at_once_beside_another_ray_head_both_succeed_and_leave_it_up(t
     import requests
 
     from prpo_openrlhf.local.cluster import private_ray_head
+    from prpo_openrlhf.testing.tiny_run import write_tiny_run
 
+    write_tiny_run(tiny_dir)  # the models first: run_tiny_cpu.sh writes them on first use, one run at a time
     with private_ray_head(num_gpus=1, num_cpus=1, log_file=tmp_path / "other.log") as other:
         runs = []
         for name in ("a", "b"):
