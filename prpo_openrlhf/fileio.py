@@ -31,6 +31,11 @@ def _no_space(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and any(s in str(exc).lower() for s in _WRAPPED_NO_SPACE)
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of ``exc``'s message (its type's name if it has none), cut at ``limit``."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:limit]
+
+
 def no_space_in(exc: BaseException) -> BaseException | None:
     """The no-space failure in ``exc``'s chain (its causes, and the ``cause`` of a Ray task error
     raised in an actor that ran out of space), or None."""
@@ -54,8 +59,7 @@ def naming_a_full_disk(path: str | os.PathLike, kept: str = "") -> Iterator[None
     except (OSError, RuntimeError) as exc:
         if not _no_space(exc):
             raise
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise DiskFullError(f"{path}: no space left on device ({first})" + (f"; {kept}" if kept else "")
+        raise DiskFullError(f"{path}: no space left on device ({first_line(exc)})" + (f"; {kept}" if kept else "")
                             + "; free some space and run again") from exc
 
 

@@ -63,7 +63,7 @@ def add_compare_flags(parser: argparse.ArgumentParser) -> None:
                     TrainConfig(**COMPARE_DEFAULTS), skip=("output_dir", "resume"))
 
 
-def _slug(name: str) -> str:
+def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
 
 
@@ -80,7 +80,7 @@ def parse_noise(text: str) -> tuple[float, float] | None:
 def run_one(base: TrainConfig, name: str, seed: int, root: Path, log=print) -> list[dict]:
     from prpo_openrlhf.local.trainer import LocalTrainer
 
-    out = root / _slug(name) / f"seed{seed}"
+    out = root / slug(name) / f"seed{seed}"
     resume = (out / runlog.CKPT).exists()
     cfg = dataclasses.replace(base, **METHODS[name], seed=seed, output_dir=str(out), resume=resume)
     records = runlog.read_metrics(out)
@@ -121,10 +121,14 @@ def steps_to_reach(curve, target: float, column: int = 2) -> int | None:
     return next((c[0] for c in curve if c[0] > 0 and c[column] >= target - 1e-9), None)
 
 
-def mean_sd(xs: list[float]) -> str:
+def mean_sd(xs: list[float | None], scale: float = 100.0, digits: int = 1) -> str:
+    """``xs`` (Nones left out) times ``scale``: the value, or mean ± sd over several; '-' for none."""
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return "-"
     if len(xs) == 1:
-        return f"{100 * xs[0]:.1f}"
-    return f"{100 * statistics.mean(xs):.1f} ± {100 * statistics.stdev(xs):.1f}"
+        return f"{scale * xs[0]:.{digits}f}"
+    return f"{scale * statistics.mean(xs):.{digits}f} ± {scale * statistics.stdev(xs):.{digits}f}"
 
 
 def _reach(hits: list[int | None]) -> str:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from prpo_openrlhf.fileio import replace_atomically
 from prpo_openrlhf.local import embedded
-from prpo_openrlhf.local.compare import mean_sd, pooled_sd
+from prpo_openrlhf.local.compare import mean_sd, pooled_sd, slug
 from prpo_openrlhf.local.config import UsageError
 
 # name -> (launch script of examples/scripts, EXTRA_ARGS); GRPO first: the others are read against it.
@@ -54,12 +54,8 @@ NO_PROCESS = {"GRPO", "REINFORCE++"}  # the same run under either PRM arm
 TAIL = 10  # training steps averaged at the end of a run
 
 
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
-
-
 def run_dir(root: Path, method: str, arm: str, seed: int) -> Path:
-    return root / ("no-prm" if method in NO_PROCESS else arm) / _slug(method) / f"seed{seed}"
+    return root / ("no-prm" if method in NO_PROCESS else arm) / slug(method) / f"seed{seed}"
 
 
 def run_one(root: Path, method: str, arm: str, seed: int, start: dict, settings: dict, log=print) -> dict:
@@ -112,15 +108,6 @@ def _moving(xs: list[float], w: int = 5) -> list[float]:
     return [statistics.mean(xs[i - w + 1:i + 1]) for i in range(w - 1, len(xs))]
 
 
-def _cell(values: list[float | None], scale: float = 100.0, digits: int = 1) -> str:
-    values = [v for v in values if v is not None]
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{scale * values[0]:.{digits}f}"
-    return f"{scale * statistics.mean(values):.{digits}f} ± {scale * statistics.stdev(values):.{digits}f}"
-
-
 def table(rows: dict[str, list[dict]], start: dict) -> str:
     head = ("| method | held-out sampled, mean@4 (%) | held-out greedy (%) | response length (tokens, held-out "
             "sampled) | training accuracy, last 10 steps (%) | mean PRM score, last 10 steps | fall from the "
@@ -130,10 +117,10 @@ def table(rows: dict[str, list[dict]], start: dict) -> str:
     for name, per_seed in rows.items():
         lines.append(f"| {name} | {mean_sd([r['sampled_accuracy'] for r in per_seed])} | "
                      f"{mean_sd([r['accuracy'] for r in per_seed])} | "
-                     f"{_cell([r['response_length'] for r in per_seed], 1.0)} | "
-                     f"{_cell([r['train_accuracy'] for r in per_seed])} | "
-                     f"{_cell([r['prm_score'] for r in per_seed], 1.0, 3)} | "
-                     f"{_cell([r['train_drop'] for r in per_seed])} | {len(per_seed)} |")
+                     f"{mean_sd([r['response_length'] for r in per_seed], 1.0)} | "
+                     f"{mean_sd([r['train_accuracy'] for r in per_seed])} | "
+                     f"{mean_sd([r['prm_score'] for r in per_seed], 1.0, 3)} | "
+                     f"{mean_sd([r['train_drop'] for r in per_seed])} | {len(per_seed)} |")
     text = head + "\n".join(lines) + "\n"
     sd = pooled_sd(rows)
     if sd is not None:

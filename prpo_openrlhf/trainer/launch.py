@@ -99,7 +99,7 @@ def train(args) -> None:
     from openrlhf.cli.train_ppo_ray import train as upstream_train
 
     from prpo_openrlhf.cli.prpo_flags import PRM_ESTIMATORS, check_gpu_budget
-    from prpo_openrlhf.fileio import no_space_in
+    from prpo_openrlhf.fileio import first_line, no_space_in
     from prpo_openrlhf.rollout.samples_generator import check_entropy_source
     from prpo_openrlhf.trainer.cpu_device import cpu_swaps, resolve_device
     from prpo_openrlhf.trainer.ppo_trainer import PRPOTrainer
@@ -134,9 +134,8 @@ def train(args) -> None:
             raise RunFailed(watchdog.failure) from exc
         full = no_space_in(exc)
         if full is not None:  # upstream's actors write the checkpoints and the final model
-            first = (str(full).strip().splitlines() or [type(full).__name__])[0][:200]
             raise RunFailed(f"no space left on device while writing {args.ckpt.path} or {args.ckpt.output_dir} "
-                            f"({first}); free some space and run again (--ckpt.load_enable resumes from the "
+                            f"({first_line(full)}); free some space and run again (--ckpt.load_enable resumes from the "
                             "last complete checkpoint)") from exc
         raise
     finally:
