@@ -2,8 +2,9 @@
 
 ``ray stop`` stops every Ray on the machine, other users' included; ``ray start --head --block``
 in a session of its own is one process whose SIGTERM takes down exactly the head it started
-(GCS, raylet, dashboard, and the workers and jobs under them). Ports are picked free, so a head
-already running here (on Ray's default ports) keeps running and is never joined by mistake.
+(GCS, raylet, dashboard, and the workers and jobs under them). Every port of the head comes from a
+block it holds alone (reserve_port_block), so a head already running here (on Ray's default ports)
+keeps running and is never joined by mistake, and heads started at once never share a port.
 
 As a command (scripts/run_tiny_cpu.sh uses it), it runs one command against such a head:
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import os
 import random
 import shutil
@@ -30,31 +32,57 @@ from pathlib import Path
 import requests
 
 
-_HANDED_OUT: set[int] = set()  # ports given to heads of this process: some bind them only later
-# Our heads' ports come from below the kernel's ephemeral range (32768-60999 by default) and above
-# Ray's worker ports (10002-19999): a port the OS hands to any other process (a second head's
-# raylet, its agents) can then never be one we picked and have not bound yet. Seen: two heads
-# started at once, one's dashboard agent lost its port to the other and jobs could not start.
+# Every port of a head is given explicitly, from a block of PORT_RANGE that the head holds alone:
+# Ray's defaults (worker ports 10002-19999, agents on ports picked at start-up) were seen to
+# collide when two heads start at once (one's dashboard agent lost 0.0.0.0:10002 to the other).
+# The range lies below the kernel's ephemeral range (32768-60999 by default) and above Ray's
+# default worker ports, so no port the OS hands to another process can be one of a block's.
 PORT_RANGE = (20000, 32000)
+BLOCK_SIZE = 200  # 9 named ports, the rest for the workers (one per Ray worker process)
+NAMED_PORTS = ("gcs", "dashboard", "client", "agent_listen", "agent_grpc", "runtime_env_agent",
+               "metrics_export", "object_manager", "node_manager")
+_LOCK_DIR = Path(tempfile.gettempdir()) / "prpo-ray-ports"
 
 
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct ports of PORT_RANGE free on 127.0.0.1 right now, none handed out before by
-    this process (random picks: two processes rarely draw the same one)."""
-    rng = random.SystemRandom()
-    ports: list[int] = []
-    while len(ports) < n:
-        port = rng.randrange(*PORT_RANGE)
-        if port in _HANDED_OUT or port in ports:
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+def reserve_port_block():
+    """(open lock file, ports) for a block of BLOCK_SIZE ports of PORT_RANGE, every one free now and
+    reserved for as long as the lock file stays open: an flock on the block's file in a folder
+    shared by every user of the machine, so two heads started at once, from any process, never
+    share a port; the kernel drops the lock when the holder dies. ``ports`` maps each of
+    NAMED_PORTS to a port and ``workers`` to (first, last) of the workers' range. Raises
+    RuntimeError when no block is free."""
+    _LOCK_DIR.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(PermissionError):
+        _LOCK_DIR.chmod(0o1777)  # other users' heads reserve here too
+    starts = list(range(PORT_RANGE[0], PORT_RANGE[1] - BLOCK_SIZE + 1, BLOCK_SIZE))
+    random.SystemRandom().shuffle(starts)
+    for start in starts:
+        try:
+            lock = open(_LOCK_DIR / f"{start}.lock", "a")  # another user's file: PermissionError
+        except OSError:
             continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        ports.append(port)
-    _HANDED_OUT.update(ports)
-    return ports
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            continue
+        if all(_free(port) for port in range(start, start + BLOCK_SIZE)):
+            ports = dict(zip(NAMED_PORTS, range(start, start + len(NAMED_PORTS))))
+            ports["workers"] = (start + len(NAMED_PORTS), start + BLOCK_SIZE - 1)
+            return lock, ports
+        lock.close()  # something of the machine uses a port of it
+    raise RuntimeError(f"no block of {BLOCK_SIZE} free ports left in {PORT_RANGE[0]}-{PORT_RANGE[1]} "
+                       f"for a private Ray head (reservations in {_LOCK_DIR})")
 
 
 def _ray_cli() -> str:
@@ -68,14 +96,20 @@ SETTLE_S = 3.0  # a started head must stay up this long to count as started
 
 
 def _start_head(num_gpus: int, num_cpus: int, log_file: Path, ready_timeout_s: float):
-    """One ``ray start --head --block`` on free ports: (process, dashboard address, temp dir) once
+    """One ``ray start --head --block`` on a reserved port block: (process, dashboard address, temp
+    dir, the block's lock) once
     the node has registered and the dashboard answers. Raises RuntimeError if the head exits
     first (stopped and cleaned up), TimeoutError after ``ready_timeout_s``."""
-    gcs, dashboard, client, agent = free_ports(4)
+    lock, ports = reserve_port_block()
     temp_dir = tempfile.mkdtemp(prefix="prpo-ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-    cmd = [_ray_cli(), "start", "--head", "--block", f"--port={gcs}", "--include-dashboard=true",
-           "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--ray-client-server-port={client}",
-           f"--dashboard-agent-listen-port={agent}", f"--num-gpus={num_gpus}", f"--num-cpus={num_cpus}",
+    cmd = [_ray_cli(), "start", "--head", "--block", f"--port={ports['gcs']}", "--include-dashboard=true",
+           "--dashboard-host=127.0.0.1", f"--dashboard-port={ports['dashboard']}",
+           f"--ray-client-server-port={ports['client']}", f"--dashboard-agent-listen-port={ports['agent_listen']}",
+           f"--dashboard-agent-grpc-port={ports['agent_grpc']}",
+           f"--runtime-env-agent-port={ports['runtime_env_agent']}",
+           f"--metrics-export-port={ports['metrics_export']}", f"--object-manager-port={ports['object_manager']}",
+           f"--node-manager-port={ports['node_manager']}", f"--min-worker-port={ports['workers'][0]}",
+           f"--max-worker-port={ports['workers'][1]}", f"--num-gpus={num_gpus}", f"--num-cpus={num_cpus}",
            f"--temp-dir={temp_dir}", "--disable-usage-stats"]
     # Jobs run `python` from the head's PATH: this interpreter's, venv included.
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
@@ -87,9 +121,15 @@ def _start_head(num_gpus: int, num_cpus: int, log_file: Path, ready_timeout_s: f
     env.setdefault("RAY_DASHBOARD_STARTUP_TIMEOUT_S", str(int(ready_timeout_s)))
     log_file.parent.mkdir(parents=True, exist_ok=True)
     offset = log_file.stat().st_size if log_file.exists() else 0  # the log is shared by every attempt
-    with open(log_file, "ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    address = f"http://127.0.0.1:{dashboard}"
+    try:
+        with open(log_file, "ab") as log:
+            # The head holds the block's lock too: its ports stay reserved while either of us lives.
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                    pass_fds=(lock.fileno(),))
+    except BaseException:
+        lock.close()
+        raise
+    address = f"http://127.0.0.1:{ports['dashboard']}"
     deadline = time.monotonic() + ready_timeout_s
     try:
         while True:
@@ -105,7 +145,7 @@ def _start_head(num_gpus: int, num_cpus: int, log_file: Path, ready_timeout_s: f
                         # one that lost its port to a concurrent start was seen to exit a second later.
                         time.sleep(SETTLE_S)
                         if proc.poll() is None:
-                            return proc, address, temp_dir
+                            return proc, address, temp_dir, lock
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the Ray head did not start on {address} within {ready_timeout_s:.0f} s; "
                                    f"see {log_file}")
@@ -113,6 +153,7 @@ def _start_head(num_gpus: int, num_cpus: int, log_file: Path, ready_timeout_s: f
     except BaseException:
         _stop(proc)
         shutil.rmtree(temp_dir, ignore_errors=True)
+        lock.close()
         raise
 
 
@@ -129,7 +170,7 @@ def private_ray_head(*, num_gpus: int, num_cpus: int, log_file: Path, ready_time
     log_file = Path(log_file)
     for attempt in range(1, START_ATTEMPTS + 1):
         try:
-            proc, address, temp_dir = _start_head(num_gpus, num_cpus, log_file, ready_timeout_s)
+            proc, address, temp_dir, lock = _start_head(num_gpus, num_cpus, log_file, ready_timeout_s)
             break
         except RuntimeError as err:
             if attempt == START_ATTEMPTS:
@@ -141,6 +182,7 @@ def private_ray_head(*, num_gpus: int, num_cpus: int, log_file: Path, ready_time
     finally:
         _stop(proc)
         shutil.rmtree(temp_dir, ignore_errors=True)
+        lock.close()  # the head's ports may be reserved again
 
 
 def _stop(proc: subprocess.Popen) -> None:

@@ -1,6 +1,7 @@
 """`python -m prpo_openrlhf.local.cluster run`: the private head of scripts/run_tiny_cpu.sh
 (#24 item 3). It runs one command with RAY_ADDRESS set to a head of its own (free ports, own
 temp dir), stops that head alone, and exits with the command's status."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -42,3 +43,36 @@ def test_the_command_runs_against_its_own_head_and_its_status_is_the_exit_status
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{address}/api/version", timeout=5)
     assert f"private Ray head at {address}" in out.stderr
+
+
+def test_port_blocks_are_reserved_across_processes_and_skip_ports_in_use(tmp_path, monkeypatch):
+    """Three blocks of 20 ports: one is held by another process (flock), one has a port bound by
+    something else; the only block left is handed out, then none is, until it is given back."""
+    import socket
+
+    from prpo_openrlhf.local import cluster
+    monkeypatch.setattr(cluster, "_LOCK_DIR", tmp_path / "locks")
+    monkeypatch.setattr(cluster, "BLOCK_SIZE", 20)
+    start = 20000 + 20 * (os.getpid() % 500)  # spread concurrent test runs over the range
+    monkeypatch.setattr(cluster, "PORT_RANGE", (start, start + 60))
+    (tmp_path / "locks").mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); "
+        "print('held', flush=True); time.sleep(60)"), str(tmp_path / "locks" / f"{start}.lock")],
+        stdout=subprocess.PIPE, text=True)
+    busy = socket.socket()
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        busy.bind(("0.0.0.0", start + 20 + 13))  # a worker port of the second block
+        lock, ports = cluster.reserve_port_block()
+        assert ports["gcs"] == start + 40 and ports["workers"] == (start + 49, start + 59)
+        assert sorted(ports[name] for name in cluster.NAMED_PORTS) == list(range(start + 40, start + 49))
+        with pytest.raises(RuntimeError, match="no block of 20 free ports"):
+            cluster.reserve_port_block()
+        lock.close()
+        lock, again = cluster.reserve_port_block()
+        assert again == ports
+        lock.close()
+    finally:
+        holder.kill()
+        busy.close()
