@@ -19,7 +19,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 
 from prpo_openrlhf.prm.client import LOOPBACK, TOKEN_ENV
 from prpo_openrlhf.prm.server import DEFAULT_MAX_REQUEST_CHARS, DEFAULT_MAX_SEGMENTS
@@ -130,17 +129,15 @@ def main(argv=None) -> int:
                        idle_timeout_s=args.idle_timeout_s)
     # Launchers (and tests) read the bound port from this line when --port 0 is used.
     print(f"prpo-serve-prm: serving {args.model or 'the exact verifier'} ({args.backend}) on {server.url}", flush=True)
-    # SIGTERM (e.g. from a job scheduler) ends serve_forever from a helper thread (shutdown()
-    # blocks until the loop has stopped), rather than raising inside whatever the main thread
-    # is doing; sockets and actors are then released below, as after Ctrl-C.
-    signal.signal(signal.SIGTERM, lambda signum, frame: threading.Thread(
-        target=server.httpd.shutdown, name="sigterm", daemon=True).start())
+    # While serving, uvicorn catches SIGTERM (e.g. from a job scheduler) and SIGINT, lets the calls
+    # in flight finish, then raises the signal again with the handler that was there before: for
+    # SIGTERM a no-op, so that the PRM's actors are released below and the exit status is 0.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
-        server.httpd.server_close()
         if hasattr(scorer, "shutdown"):
             scorer.shutdown()
     return 0

@@ -6,18 +6,20 @@ Endpoints (JSON in, JSON out):
   POST /score    {"problems": [str], "segments": [[str]]}
                  -> {"scores": [[float]], "stats": {...}}     (token needed if one is set)
 
+Built on FastAPI and uvicorn, as OpenRLHF serves its reward models (``serve_rm.py``): uvicorn
+runs the connections, caps them (``limit_concurrency``: one more is answered 503, so a client
+may send again) and closes idle ones (``timeout_keep_alive``). What is ours: the bearer token,
+the size limits and one deadline per call.
+
 Errors are JSON ``{"error": "..."}`` with 400 (malformed body or deadline header), 401
 (missing/wrong bearer token), 404, 405, 411 (no Content-Length), 413 (body, characters or segments
-over a limit; the message names it), 500 (the PRM failed, e.g. non-finite scores), 503 (too many
-open connections; nothing was read, so a client may send again), 504 (the call's deadline passed).
-Client errors (4xx) and clients that hang up before their answer are counted apart from PRM
-failures. The stdlib ThreadingHTTPServer is enough: a training sends one request per prompt group
-(a few responses each, while its vLLM engines generate the others), and scoring is serialised
-behind a lock when one in-process model serves all; the tokenization runs outside the lock, so a
-large request holds the others back only for its forward pass (with ``--num-actors``, requests
-go to the actors side by side). Every call has one deadline: the client's (header
-``X-PRM-Timeout-S``, seconds left) or ``call_timeout_s``, whichever is sooner. Connections are
-capped (``max_connections`` handler threads) and idle ones closed after ``idle_timeout_s``.
+over a limit; the message names it), 500 (the PRM failed, e.g. non-finite scores), 504 (the call's
+deadline passed); uvicorn's own 503 (too many connections) is plain text. Client errors (4xx) and
+clients that hang up before their answer are counted apart from PRM failures. Scoring runs on
+uvicorn's thread pool: when one in-process model serves all, forwards are serialised behind a lock
+and tokenization runs outside it, so a large request holds the others back only for its forward
+(with ``--num-actors``, requests go to the actors side by side). Every call has one deadline: the
+client's (header ``X-PRM-Timeout-S``, seconds left) or ``call_timeout_s``, whichever is sooner.
 Binds to 127.0.0.1 unless told otherwise.
 """
 from __future__ import annotations
@@ -29,7 +31,13 @@ import math
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .client import DEADLINE_HEADER
 from .inputs import validate_batch
@@ -48,235 +56,39 @@ class _HTTPError(Exception):
         self.status, self.message = status, message
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"   # keep-alive for clients that want it
-    server_version = "prpo-prm"
-    service: "PRMServer"            # set on the subclass built by PRMServer; so is ``timeout``
+class _IdleClosingH11(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, with its keep-alive timer also armed while a connection has
+    not yet sent a whole request: uvicorn arms it only after a response, so a connection that
+    never sends one would hold a slot of ``limit_concurrency`` for ever, and a few such
+    connections would get every client a 503."""
 
-    def log_message(self, fmt, *args):  # route access logs through logging, not stderr
-        logger.info("%s %s", self.address_string(), fmt % args)
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._arm_idle_timer()
 
-    def _send_json(self, status: int, payload: dict) -> None:
-        body = json.dumps(payload).encode()
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            if status == 401:
-                self.send_header("WWW-Authenticate", 'Bearer realm="prpo-prm"')
-            if self.close_connection:
-                self.send_header("Connection", "close")
-            self.end_headers()
-            self.wfile.write(body)
-            self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError, socket.timeout):
-            # The client hung up (or its deadline passed) before its answer: not a PRM failure.
-            self.close_connection = True
-            self.service.count("disconnected")
-            logger.info("%s hung up before its %d answer", self.address_string(), status)
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)  # cancels the timer; a whole request starts a cycle
+        if (self.cycle is None or self.cycle.response_complete) and not self.transport.is_closing():
+            self._arm_idle_timer()  # still waiting for the rest of a request line or headers
 
-    def send_error(self, code, message=None, explain=None):
-        # The base class answers protocol errors (bad request line, 501) in HTML; keep JSON.
-        self.close_connection = True
-        self._send_json(code, {"error": message or self.responses.get(code, ("error",))[0]})
-
-    def _check_token(self) -> None:
-        token = self.service.token
-        if token is None:
-            return
-        got = self.headers.get("Authorization", "")
-        if not got.startswith("Bearer ") or not hmac.compare_digest(
-                got[len("Bearer "):].encode(), token.encode()):
-            raise _HTTPError(401, "missing or wrong bearer token")
-
-    def _read_json(self):
-        if self.headers.get("Transfer-Encoding"):
-            self.close_connection = True
-            raise _HTTPError(411, "chunked bodies are not accepted; send Content-Length")
-        length = self.headers.get("Content-Length")
-        if length is None:
-            self.close_connection = True
-            raise _HTTPError(411, "Content-Length required")
-        try:
-            length = int(length)
-        except ValueError:
-            self.close_connection = True
-            raise _HTTPError(400, f"bad Content-Length {length[:40]!r}") from None
-        if length < 0 or length > self.service.max_request_bytes:
-            # The body is left unread, so this connection cannot be reused.
-            self.close_connection = True
-            raise _HTTPError(413, f"request body of {length} bytes exceeds the limit of "
-                                  f"{self.service.max_request_bytes} bytes")
-        self._body_read = True
-        try:
-            return json.loads(self.rfile.read(length))
-        except (ValueError, RecursionError) as err:
-            # ValueError covers bad UTF-8, bad JSON and integers too long to convert;
-            # RecursionError, nesting deeper than the parser's stack.
-            raise _HTTPError(400, f"body is not valid JSON: {type(err).__name__}: "
-                                  f"{str(err)[:200]}") from None
-
-    def _drain_body(self) -> None:
-        """Read and drop an unread body (up to a cap) before an error answer.
-
-        A client still sending a large body to a server that answers and closes at once sees
-        a connection reset instead of the 401/413 explaining why; draining avoids that.
-        """
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            return
-        if self._body_read or length <= 0 or length > 4 * self.service.max_request_bytes:
-            return
-        while length > 0:
-            chunk = self.rfile.read(min(length, 1 << 20))
-            if not chunk:
-                break
-            length -= len(chunk)
-
-    def _deadline(self) -> float:
-        """Monotonic deadline: the client's seconds left, capped by the service's own."""
-        limit = self.service.call_timeout_s
-        header = self.headers.get(DEADLINE_HEADER)
-        if header is not None:
-            try:
-                left = float(header)
-            except ValueError:
-                left = math.nan
-            if not (math.isfinite(left) and left > 0):
-                raise _HTTPError(400, f"{DEADLINE_HEADER} must be a positive number of seconds, "
-                                      f"got {header[:40]!r}")
-            limit = min(limit, left)
-        return time.monotonic() + limit
-
-    def _dispatch(self, method: str) -> None:
-        self._body_read = False
-        try:
-            path = self.path.split("?", 1)[0]
-            routes = {("GET", "/health"): self._health, ("GET", "/info"): self.service.info_payload,
-                      ("POST", "/score"): self._score}
-            route = routes.get((method, path))
-            if route is None:
-                if path in {p for (_, p) in routes}:
-                    raise _HTTPError(405, f"{method} not allowed on {path}")
-                raise _HTTPError(404, f"no such endpoint {path[:200]}")
-            if path != "/health":
-                self._check_token()
-            payload = route()
-        except _HTTPError as err:
-            self.service.count("timed_out" if err.status == 504 else "rejected")
-            status, message = err.status, err.message
-        except PRMScoreError as err:
-            self.service.count("failed")
-            status, message = 500, f"PRM scoring failed: {err}"
-        except Exception as err:  # a bug or a dead backend: report it, keep serving
-            logger.exception("PRM request failed")
-            self.service.count("failed")
-            status, message = 500, f"{type(err).__name__}: {err}"
-        else:
-            self._send_json(200, payload)
-            return
-        # A body may be left unread after an error; never reuse such a connection.
-        self._drain_body()
-        self.close_connection = True
-        self._send_json(status, {"error": message})
-
-    @staticmethod
-    def _health() -> dict:
-        return {"status": "ok"}
-
-    def _score(self) -> dict:
-        deadline = self._deadline()
-        body = self._read_json()
-        if not isinstance(body, dict) or "problems" not in body or "segments" not in body:
-            raise _HTTPError(400, 'body must be a JSON object {"problems": [...], '
-                                  '"segments": [[...], ...]}')
-        problems, segments = body["problems"], body["segments"]
-        try:
-            validate_batch(problems, segments)
-        except (TypeError, ValueError) as err:
-            raise _HTTPError(400, str(err)) from None
-        self.service.check_limits(problems, segments)
-        scores, stats = self.service.score_with_stats(problems, segments, deadline)
-        return {"scores": scores, "stats": stats.as_dict()}
-
-    def do_GET(self):
-        self._dispatch("GET")
-
-    def do_POST(self):
-        self._dispatch("POST")
-
-    def do_PUT(self):
-        self._dispatch("PUT")
-
-    def do_DELETE(self):
-        self._dispatch("DELETE")
+    def _arm_idle_timer(self) -> None:
+        if self.timeout_keep_alive_task is None:
+            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive,
+                                                                self.timeout_keep_alive_handler)
 
 
-class _CappedHTTPServer(ThreadingHTTPServer):
-    """At most ``max_connections`` connections get a handler thread. One more is answered 503
-    (nothing of it was read, so sending it again is safe) from a short-lived thread of its own,
-    which reads what the client sent so that it gets the answer rather than a reset; past a
-    second cap of such answers, connections are closed at once."""
-
-    daemon_threads = True
-    REFUSE_S = 2.0
-
-    def __init__(self, address, handler, max_connections: int, on_refuse):
-        super().__init__(address, handler)
-        self._slots = threading.BoundedSemaphore(max_connections)
-        self._holders: set[int] = set()  # id() of the requests that hold a slot
-        self._holders_lock = threading.Lock()
-        self._refusals = threading.BoundedSemaphore(max_connections)
-        self._on_refuse = on_refuse
-
-    def _release_slot(self, request) -> None:
-        # Exactly once per request: Ctrl-C can land in Thread.start() after the handler thread
-        # began, and both that thread and the caller then try to give the slot back.
-        with self._holders_lock:
-            if id(request) not in self._holders:
-                return
-            self._holders.discard(id(request))
-        self._slots.release()
-
-    def process_request(self, request, client_address):
-        if self._slots.acquire(blocking=False):
-            with self._holders_lock:
-                self._holders.add(id(request))
-            try:
-                super().process_request(request, client_address)
-            except BaseException:
-                self._release_slot(request)
-                raise
-            return
-        self._on_refuse()
-        if self._refusals.acquire(blocking=False):
-            threading.Thread(target=self._refuse, args=(request,), daemon=True).start()
-        else:
-            self.shutdown_request(request)
-
-    def process_request_thread(self, request, client_address):
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._release_slot(request)
-
-    def _refuse(self, request) -> None:
-        body = b'{"error": "too many open connections; try again"}'
-        try:
-            request.settimeout(self.REFUSE_S)
-            request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                            b"Retry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
-                            % (len(body), body))
-            request.shutdown(socket.SHUT_WR)
-            end = time.monotonic() + self.REFUSE_S
-            while time.monotonic() < end and request.recv(1 << 16):
-                pass
-        except OSError:
-            pass
-        finally:
-            self.shutdown_request(request)
-            self._refusals.release()
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket bound now, so that ``port=0`` is known before the server runs."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 class PRMServer:
@@ -285,9 +97,12 @@ class PRMServer:
     ``port=0`` picks a free port (see ``.port``). ``token``: bearer token required on /score and
     /info (None = no auth; only sensible on 127.0.0.1; a blank token is refused). Limits:
     ``max_request_bytes`` of body, ``max_request_chars`` of text in problems and segments,
-    ``max_segments`` per response, ``call_timeout_s`` per call, ``max_connections`` open at once,
-    ``idle_timeout_s`` for a connection that sends nothing.
+    ``max_segments`` per response, ``call_timeout_s`` per call, ``max_connections`` open at once
+    (uvicorn's ``limit_concurrency``), ``idle_timeout_s`` for a connection that sends nothing
+    (uvicorn's ``timeout_keep_alive``).
     """
+
+    GRACEFUL_SHUTDOWN_S = 10.0  # calls still being scored at shutdown get this long
 
     def __init__(self, scorer, host: str = "127.0.0.1", port: int = 0, *,
                  token: str | None = None,
@@ -307,24 +122,165 @@ class PRMServer:
         self._score_lock = threading.Lock()
         self._count_lock = threading.Lock()
         self._counts = {"served": 0, "rejected": 0, "failed": 0, "timed_out": 0,
-                        "disconnected": 0, "refused_connections": 0, "in_flight": 0,
+                        "disconnected": 0, "in_flight": 0,
                         "responses": 0, "segments": 0, "filled_segments": 0}
-        handler = type("PRMHandler", (_Handler,), {"service": self, "timeout": self.idle_timeout_s})
-        self.httpd = _CappedHTTPServer((host, port), handler, self.max_connections,
-                                       lambda: self.count("refused_connections"))
+        self.app = self._build_app()
+        self._sock = _listen(host, port)
+        self._address = self._sock.getsockname()  # still known once the socket is closed
+        # log_config=None: uvicorn leaves the process's logging as the CLI (or a trainer) set it.
+        self._uvicorn = uvicorn.Server(uvicorn.Config(
+            self.app, http=_IdleClosingH11, limit_concurrency=self.max_connections,
+            timeout_keep_alive=self.idle_timeout_s, timeout_graceful_shutdown=self.GRACEFUL_SHUTDOWN_S,
+            lifespan="off", log_config=None))
         self._thread: threading.Thread | None = None
 
     @property
     def host(self) -> str:
-        return self.httpd.server_address[0]
+        return self._address[0]
 
     @property
     def port(self) -> int:
-        return self.httpd.server_address[1]
+        return self._address[1]
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    # --- the HTTP surface ------------------------------------------------------------------
+
+    def _build_app(self) -> FastAPI:
+        app = FastAPI(title="prpo-serve-prm", docs_url=None, redoc_url=None, openapi_url=None)
+
+        @app.get("/health")
+        async def health():
+            return {"status": "ok"}
+
+        @app.get("/info")
+        async def info(request: Request):
+            return await self._answer(request, self._info)
+
+        @app.post("/score")
+        async def score(request: Request):
+            return await self._answer(request, self._score)
+
+        @app.exception_handler(HTTPException)
+        async def routing_error(request: Request, exc: HTTPException):  # no such path or method
+            self.count("rejected")
+            path = request.url.path[:200]
+            message = (f"{request.method} not allowed on {path}" if exc.status_code == 405
+                       else f"no such endpoint {path}" if exc.status_code == 404 else str(exc.detail))
+            return JSONResponse({"error": message}, exc.status_code, headers=exc.headers)
+
+        return app
+
+    async def _answer(self, request: Request, handler) -> JSONResponse:
+        """``handler``'s payload as JSON 200, or its error as JSON with the status that says who
+        is to blame (4xx the client, 500 the PRM, 504 the deadline), counted as such."""
+        try:
+            self._check_token(request)
+            return JSONResponse(await handler(request))
+        except _HTTPError as err:
+            self.count("timed_out" if err.status == 504 else "rejected")
+            status, message = err.status, err.message
+        except PRMScoreError as err:
+            self.count("failed")
+            status, message = 500, f"PRM scoring failed: {err}"
+        except Exception as err:  # a bug or a dead backend: report it, keep serving
+            logger.exception("PRM request failed")
+            self.count("failed")
+            status, message = 500, f"{type(err).__name__}: {err}"
+        await self._drain(request)
+        headers = {"Connection": "close"}  # a body may be left unread: never reuse the connection
+        if status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="prpo-prm"'
+        return JSONResponse({"error": message}, status, headers=headers)
+
+    def _check_token(self, request: Request) -> None:
+        if self.token is None:
+            return
+        got = request.headers.get("authorization", "")
+        if not got.startswith("Bearer ") or not hmac.compare_digest(
+                got[len("Bearer "):].encode(), self.token.encode()):
+            raise _HTTPError(401, "missing or wrong bearer token")
+
+    async def _drain(self, request: Request) -> None:
+        """Read and drop an unread body (up to a cap) before an error answer: a client still
+        sending to a server that answers and closes at once sees a connection reset instead of
+        the 401/413 explaining why."""
+        try:
+            length = int(request.headers.get("content-length") or 0)
+        except ValueError:
+            return
+        if 0 < length <= 4 * self.max_request_bytes:
+            try:
+                async for _ in request.stream():
+                    pass
+            except Exception:  # already read, or the client hung up: nothing left to drain
+                pass
+
+    async def _info(self, request: Request) -> dict:
+        return self.info_payload()
+
+    async def _score(self, request: Request) -> dict:
+        deadline = self._deadline(request)
+        raw = await self._read_body(request)
+        scores, stats = await run_in_threadpool(self._parse_and_score, raw, deadline)
+        if await request.is_disconnected():  # the answer has no one to go to: not a PRM failure
+            self.count("disconnected")
+            logger.info("%s hung up before its answer", request.client.host if request.client else "a client")
+        return {"scores": scores, "stats": stats.as_dict()}
+
+    def _deadline(self, request: Request) -> float:
+        """Monotonic deadline: the client's seconds left, capped by the service's own."""
+        limit = self.call_timeout_s
+        header = request.headers.get(DEADLINE_HEADER)
+        if header is not None:
+            try:
+                left = float(header)
+            except ValueError:
+                left = math.nan
+            if not (math.isfinite(left) and left > 0):
+                raise _HTTPError(400, f"{DEADLINE_HEADER} must be a positive number of seconds, "
+                                      f"got {header[:40]!r}")
+            limit = min(limit, left)
+        return time.monotonic() + limit
+
+    async def _read_body(self, request: Request) -> bytes:
+        if request.headers.get("transfer-encoding"):
+            raise _HTTPError(411, "chunked bodies are not accepted; send Content-Length")
+        length = request.headers.get("content-length")
+        if length is None:
+            raise _HTTPError(411, "Content-Length required")
+        try:
+            length = int(length)
+        except ValueError:
+            raise _HTTPError(400, f"bad Content-Length {length[:40]!r}") from None
+        if length < 0 or length > self.max_request_bytes:
+            raise _HTTPError(413, f"request body of {length} bytes exceeds the limit of "
+                                  f"{self.max_request_bytes} bytes")
+        return await request.body()
+
+    def _parse_and_score(self, raw: bytes, deadline: float):
+        """On a worker thread: parsing 20 MB of JSON must not stall the other connections."""
+        try:
+            body = json.loads(raw)
+        except (ValueError, RecursionError) as err:
+            # ValueError covers bad UTF-8, bad JSON and integers too long to convert;
+            # RecursionError, nesting deeper than the parser's stack.
+            raise _HTTPError(400, f"body is not valid JSON: {type(err).__name__}: {str(err)[:200]}") from None
+        if not isinstance(body, dict) or "problems" not in body or "segments" not in body:
+            raise _HTTPError(400, 'body must be a JSON object {"problems": [...], "segments": [[...], ...]}')
+        problems, segments = body["problems"], body["segments"]
+        try:
+            validate_batch(problems, segments)
+        except (TypeError, ValueError) as err:
+            raise _HTTPError(400, str(err)) from None
+        self.check_limits(problems, segments)
+        return self.score_with_stats(problems, segments, deadline)
+
+    # --- scoring and counters --------------------------------------------------------------
+
 
     def count(self, key: str, n: int = 1) -> None:
         with self._count_lock:
@@ -384,17 +340,31 @@ class PRMServer:
             "max_segments": self.max_segments, "call_timeout_s": self.call_timeout_s,
             "max_connections": self.max_connections, "idle_timeout_s": self.idle_timeout_s}}
 
+    # --- running -----------------------------------------------------------------------------
+
     def serve_forever(self) -> None:
-        self.httpd.serve_forever(poll_interval=0.2)
+        """Serve until ``shutdown()``, or (from the main thread) SIGINT / SIGTERM, which uvicorn
+        catches, finishes the calls in flight for up to GRACEFUL_SHUTDOWN_S, then raises again
+        with the handler that was there before."""
+        try:
+            self._uvicorn.run(sockets=[self._sock])
+        finally:
+            self._sock.close()
 
     def start(self) -> "PRMServer":
-        """Serve from a background thread (tests, or a trainer hosting the service)."""
+        """Serve from a background thread (tests, or a trainer hosting the service); returns once
+        the server accepts calls."""
         self._thread = threading.Thread(target=self.serve_forever, name="prm-http", daemon=True)
         self._thread.start()
+        deadline = time.monotonic() + 60
+        while not self._uvicorn.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the PRM server on {self.url} did not start")
+            time.sleep(0.02)
         return self
 
     def shutdown(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._uvicorn.should_exit = True
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=self.GRACEFUL_SHUTDOWN_S + 5)
+        self._sock.close()

@@ -192,10 +192,9 @@ def test_connections_are_capped_and_idle_ones_closed(server):
     idle = [socket.create_connection((server.host, server.port)) for _ in range(3)]
     time.sleep(0.2)
     refused = [requests.get(server.url + "/health", timeout=10) for _ in range(5)]
-    assert [r.status_code for r in refused] == [503] * 5
-    assert "too many open connections" in refused[0].json()["error"]
-    assert _counts(server)["refused_connections"] == 5
-    # After the idle timeout (1 s) the service has closed the idle connections.
+    assert [r.status_code for r in refused] == [503] * 5  # uvicorn's limit_concurrency
+    # After the idle timeout (1 s) the service has closed the idle connections, though none of
+    # them sent a request (uvicorn alone closes a connection only once it has been answered).
     time.sleep(1.5)
     for sock in idle:
         sock.settimeout(5)
@@ -205,44 +204,18 @@ def test_connections_are_capped_and_idle_ones_closed(server):
     assert requests.get(server.url + "/health", timeout=10).status_code == 200
 
 
-def test_a_503_for_too_many_connections_is_retried_by_the_client(server, hf_scorer):
+def test_a_503_for_too_many_connections_is_retried_by_the_client(server, hf_scorer, caplog):
     idle = [socket.create_connection((server.host, server.port)) for _ in range(3)]
+    time.sleep(0.2)
     client = PRMClient(server.url, token=TOKEN, retries=5, backoff_s=0.5)
     try:
         # The idle connections time out after 1 s; the client's retries get through then.
-        assert client.score(PROBLEMS, SEGMENTS) == hf_scorer.score(PROBLEMS, SEGMENTS)
+        with caplog.at_level("WARNING", logger="uvicorn.error"):
+            assert client.score(PROBLEMS, SEGMENTS) == hf_scorer.score(PROBLEMS, SEGMENTS)
     finally:
         for sock in idle:
             sock.close()
-    assert _counts(server)["refused_connections"] >= 1
-
-
-def test_ctrl_c_inside_thread_start_gives_the_connection_slot_back_once(server, monkeypatch):
-    """Before: a Ctrl-C (or the old SIGTERM handler) landing in Thread.start() after the handler
-    thread had begun released the slot twice; the ValueError hid the interrupt and the service
-    went on serving (a CI run saw prpo-serve-prm ignore SIGTERM for 60 s)."""
-    import socketserver
-
-    class InterruptedStart(threading.Thread):
-        def start(self):
-            super().start()
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(socketserver.threading, "Thread", InterruptedStart)
-    errors = []
-    monkeypatch.setattr(threading, "excepthook", errors.append)
-    ours, theirs = socket.socketpair()
-    with pytest.raises(KeyboardInterrupt):
-        server.httpd.process_request(theirs, ("127.0.0.1", 1))
-    ours.close()  # the handler reads EOF and its thread ends
-    deadline = time.monotonic() + 10
-    while server.httpd._holders and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert errors == []
-    slots = server.httpd._slots
-    assert [slots.acquire(blocking=False) for _ in range(4)] == [True, True, True, False]
-    for _ in range(3):
-        slots.release()
+    assert "Exceeded concurrency limit" in caplog.text  # the first attempt was refused
 
 
 def test_sigterm_while_a_request_is_served_stops_the_cli(tiny_prm_path):
