@@ -54,6 +54,12 @@ def add_prm_args(parser: argparse.ArgumentParser) -> None:
 
 
 def add_prpo_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("Placement on named nodes (nodes started with ray start --resources '{\"NAME\": 1}')")
+    for role, what in (("actor", "the DeepSpeed actors (policy, reference, critic, reward model)"),
+                       ("vllm", "the vLLM engines"), ("prm", "the PRM's actors")):
+        g.add_argument(f"--placement.{role}", type=str, default=None, metavar="NAME",
+                       help=f"put {what} on the node(s) holding the custom resource NAME (default: anywhere)")
+
     g = parser.add_argument_group("PRPO")
     g.add_argument("--prpo.split", choices=SPLITS, default="entropy",
                    help="how responses are cut into segments (paper Table 4: entropy, uniform, random)")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import json
 import os
 import random
 import shutil
@@ -95,22 +96,26 @@ START_ATTEMPTS = 3
 SETTLE_S = 3.0  # a started head must stay up this long to count as started
 
 
-def _start_head(num_gpus: int, num_cpus: int, log_file: Path, ready_timeout_s: float):
+def _node_flags(ports: dict, num_gpus: int, num_cpus: int, resources: dict | None) -> list[str]:
+    """`ray start` flags of every node, head or worker: its ports, from its block, and its resources."""
+    return [f"--dashboard-agent-listen-port={ports['agent_listen']}", f"--dashboard-agent-grpc-port={ports['agent_grpc']}",
+            f"--runtime-env-agent-port={ports['runtime_env_agent']}", f"--metrics-export-port={ports['metrics_export']}",
+            f"--object-manager-port={ports['object_manager']}", f"--node-manager-port={ports['node_manager']}",
+            f"--min-worker-port={ports['workers'][0]}", f"--max-worker-port={ports['workers'][1]}",
+            f"--num-gpus={num_gpus}", f"--num-cpus={num_cpus}", "--disable-usage-stats",
+            *([f"--resources={json.dumps(resources)}"] if resources else [])]
+
+
+def _start_head(num_gpus: int, num_cpus: int, log_file: Path, ready_timeout_s: float, resources: dict | None = None):
     """One ``ray start --head --block`` on a reserved port block: (process, dashboard address, temp
-    dir, the block's lock) once
-    the node has registered and the dashboard answers. Raises RuntimeError if the head exits
+    dir, the block's lock, the GCS address) once the node has registered and the dashboard answers. Raises RuntimeError if the head exits
     first (stopped and cleaned up), TimeoutError after ``ready_timeout_s``."""
     lock, ports = reserve_port_block()
     temp_dir = tempfile.mkdtemp(prefix="prpo-ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     cmd = [_ray_cli(), "start", "--head", "--block", f"--port={ports['gcs']}", "--include-dashboard=true",
            "--dashboard-host=127.0.0.1", f"--dashboard-port={ports['dashboard']}",
-           f"--ray-client-server-port={ports['client']}", f"--dashboard-agent-listen-port={ports['agent_listen']}",
-           f"--dashboard-agent-grpc-port={ports['agent_grpc']}",
-           f"--runtime-env-agent-port={ports['runtime_env_agent']}",
-           f"--metrics-export-port={ports['metrics_export']}", f"--object-manager-port={ports['object_manager']}",
-           f"--node-manager-port={ports['node_manager']}", f"--min-worker-port={ports['workers'][0]}",
-           f"--max-worker-port={ports['workers'][1]}", f"--num-gpus={num_gpus}", f"--num-cpus={num_cpus}",
-           f"--temp-dir={temp_dir}", "--disable-usage-stats"]
+           f"--ray-client-server-port={ports['client']}", *_node_flags(ports, num_gpus, num_cpus, resources),
+           f"--temp-dir={temp_dir}"]
     # Jobs run `python` from the head's PATH: this interpreter's, venv included.
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
@@ -145,7 +150,7 @@ def _start_head(num_gpus: int, num_cpus: int, log_file: Path, ready_timeout_s: f
                         # one that lost its port to a concurrent start was seen to exit a second later.
                         time.sleep(SETTLE_S)
                         if proc.poll() is None:
-                            return proc, address, temp_dir, lock
+                            return proc, address, temp_dir, lock, f"127.0.0.1:{ports['gcs']}"
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the Ray head did not start on {address} within {ready_timeout_s:.0f} s; "
                                    f"see {log_file}")
@@ -158,10 +163,15 @@ def _start_head(num_gpus: int, num_cpus: int, log_file: Path, ready_timeout_s: f
 
 
 @contextlib.contextmanager
-def private_ray_head(*, num_gpus: int, num_cpus: int, log_file: Path, ready_timeout_s: float = 180.0):
-    """Start a head with ``num_gpus`` logical GPUs; yields its dashboard address (for ``ray job
-    submit`` and RAY_ADDRESS); stops it, and only it, on exit (SIGTERM, then SIGKILL of its
-    process group after 30 s).
+def private_ray_head(*, num_gpus: int, num_cpus: int, log_file: Path, ready_timeout_s: float = 180.0,
+                     resources: dict | None = None, workers: list[dict] = ()):
+    """Start a head with ``num_gpus`` logical GPUs (and custom ``resources``); yields its dashboard
+    address (for ``ray job submit`` and RAY_ADDRESS); stops it, and only it, on exit (SIGTERM,
+    then SIGKILL of its process group after 30 s).
+
+    ``workers``: more nodes of the same cluster on this machine, each ``ray start --address``
+    with ports of its own and ``{"num_gpus", "num_cpus", "resources"}`` (a multi-node cluster in
+    miniature: the custom resources name the nodes); stopped before the head.
 
     A head that exits during its start-up (or within ``SETTLE_S`` of it) is started again, on
     new ports, up to ``START_ATTEMPTS`` times: Ray gives a new node's raylet a fixed 30 s to
@@ -170,19 +180,52 @@ def private_ray_head(*, num_gpus: int, num_cpus: int, log_file: Path, ready_time
     log_file = Path(log_file)
     for attempt in range(1, START_ATTEMPTS + 1):
         try:
-            proc, address, temp_dir, lock = _start_head(num_gpus, num_cpus, log_file, ready_timeout_s)
+            proc, address, temp_dir, lock, gcs = _start_head(num_gpus, num_cpus, log_file, ready_timeout_s, resources)
             break
         except RuntimeError as err:
             if attempt == START_ATTEMPTS:
                 raise
             print(f"[cluster] {err} (attempt {attempt} of {START_ATTEMPTS}); starting it again", file=sys.stderr,
                   flush=True)
+    nodes = []  # (process, lock) of each worker node
     try:
+        for i, worker in enumerate(workers):
+            nodes.append(_start_worker(gcs, log_file.with_name(f"{log_file.stem}-worker{i + 1}.log"),
+                                       ready_timeout_s, **worker))
         yield address
     finally:
+        for node, node_lock in nodes:
+            _stop(node)
+            node_lock.close()
         _stop(proc)
         shutil.rmtree(temp_dir, ignore_errors=True)
         lock.close()  # the head's ports may be reserved again
+
+
+def _start_worker(gcs: str, log_file: Path, ready_timeout_s: float, *, num_gpus: int = 0, num_cpus: int = 1,
+                  resources: dict | None = None):
+    """``ray start --address GCS --block`` on a port block of its own: (process, the block's lock)
+    once it has joined; RuntimeError if it exits first, TimeoutError after ``ready_timeout_s``."""
+    lock, ports = reserve_port_block()
+    cmd = [_ray_cli(), "start", f"--address={gcs}", "--block", *_node_flags(ports, num_gpus, num_cpus, resources)]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    with open(log_file, "ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                pass_fds=(lock.fileno(),))
+    deadline = time.monotonic() + ready_timeout_s
+    try:
+        while HEAD_STARTED.encode() not in log_file.read_bytes():
+            if proc.poll() is not None:
+                raise RuntimeError(f"a Ray worker node exited with {proc.returncode} at start-up; see {log_file}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"a Ray worker node did not join {gcs} within {ready_timeout_s:.0f} s; see {log_file}")
+            time.sleep(1)
+    except BaseException:
+        _stop(proc)
+        lock.close()
+        raise
+    return proc, lock
 
 
 def _stop(proc: subprocess.Popen) -> None:

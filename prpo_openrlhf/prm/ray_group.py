@@ -185,7 +185,8 @@ class PRMActorGroup:
     placement_strategy ("PACK"); ready_timeout_s (600, covers model loading);
     call_timeout_s (600: the deadline of each call from its dispatch; None = no deadline);
     coalesce (False: each actor scores its calls one by one; True: the calls that reach an actor
-    during a forward share its next one, see coalesce.py);
+    during a forward share its next one, see coalesce.py); node_resource (None: anywhere; a name:
+    the node(s) holding that custom resource);
     any other keyword goes to :class:`PRMScorer` (dtype, max_length, engine_kwargs, ...).
     """
 
@@ -195,7 +196,7 @@ class PRMActorGroup:
                  min_shard_responses: int = 8, num_gpus_per_actor: float | None = None, num_cpus_per_actor: float = 1,
                  max_failures: int = 3, max_restarts: int = -1, placement_strategy: str = "PACK",
                  ready_timeout_s: float = 600.0, call_timeout_s: float | None = 600.0,
-                 coalesce: bool = False, **scorer_kwargs):
+                 coalesce: bool = False, node_resource: str | None = None, **scorer_kwargs):
         if num_actors < 1 or max_failures < 1:
             raise ValueError("num_actors and max_failures must be at least 1")
         if not ray.is_initialized():
@@ -214,6 +215,10 @@ class PRMActorGroup:
         bundle = {"CPU": num_cpus_per_actor}
         if num_gpus_per_actor:
             bundle["GPU"] = num_gpus_per_actor
+        if node_resource:  # --placement.prm: the node(s) started with this custom resource
+            from prpo_openrlhf.trainer.placement import BUNDLE_SHARE
+
+            bundle[node_resource] = BUNDLE_SHARE
         self.placement_group = placement_group([dict(bundle) for _ in range(num_actors)],
                                                strategy=placement_strategy)
         self._wait_ready(self.placement_group.ready(), ready_timeout_s,

@@ -102,15 +102,17 @@ def train(args) -> None:
     from prpo_openrlhf.fileio import first_line, no_space_in
     from prpo_openrlhf.rollout.samples_generator import check_entropy_source
     from prpo_openrlhf.trainer.cpu_device import cpu_swaps, resolve_device
+    from prpo_openrlhf.trainer.placement import check_placement, placement_swaps
     from prpo_openrlhf.trainer.ppo_trainer import PRPOTrainer
     from prpo_openrlhf.trainer.prompt_check import check_prompt_dataset
-    from prpo_openrlhf.trainer.watchdog import RunWatchdog
+    from prpo_openrlhf.trainer.watchdog import RunWatchdog, WatchedActorGroup
 
     if args.algo.advantage.estimator in PRM_ESTIMATORS and args.prpo.split == "entropy":
         check_entropy_source(args.prpo.entropy_source)  # refuses vllm on an unsupported vLLM
     check_prompt_dataset(args)  # before any actor starts
     _init_ray(args)
     check_gpu_budget(args, ray.cluster_resources().get("GPU", 0.0))
+    check_placement(args, ray.cluster_resources())
     import openrlhf.cli.train_ppo_ray as upstream_cli
     import openrlhf.trainer.ppo_trainer as upstream_trainer
 
@@ -122,7 +124,8 @@ def train(args) -> None:
     on_cpu = resolve_device(args.prpo.device, ray.cluster_resources()) == "cpu"
     watchdog = RunWatchdog()
     swaps = [(upstream_trainer, "PPOTrainer", PRPOTrainer), *_watched(upstream_cli, watchdog),
-             *(cpu_swaps(args, policy) if on_cpu else [(upstream_cli, "PolicyModelActor", policy)])]
+             *(cpu_swaps(args, policy) if on_cpu else [(upstream_cli, "PolicyModelActor", policy)]),
+             *placement_swaps(args, upstream_cli, WatchedActorGroup)]
     watchdog.start()
     try:
         with contextlib.ExitStack() as stack:

@@ -143,7 +143,18 @@ class RunWatchdog(threading.Thread):
 
 class WatchedActorGroup(RayActorGroup):
     """Upstream's actor group, reporting its actors to the driver's watchdog once started. A class
-    of this module, not of a closure: the trainer actor receives the groups pickled by reference."""
+    of this module, not of a closure: the trainer actor receives the groups pickled by reference.
+    ``node_resource`` (--placement.actor, swapped in for a run by placement.py) fills upstream's
+    own ``resources`` argument, so the group's actors and bundles go to the node holding it."""
+
+    node_resource: str | None = None
+
+    def __init__(self, *args, resources=None, num_resources_per_node=None, **kwargs):
+        if resources is None and self.node_resource:
+            from prpo_openrlhf.trainer.placement import ACTOR_SHARE, BUNDLE_SHARE
+
+            resources, num_resources_per_node = {self.node_resource: ACTOR_SHARE}, BUNDLE_SHARE
+        super().__init__(*args, resources=resources, num_resources_per_node=num_resources_per_node, **kwargs)
 
     def _initiate_actors(self, pg, num_gpus_per_actor):
         super()._initiate_actors(pg, num_gpus_per_actor)

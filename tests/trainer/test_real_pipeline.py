@@ -334,3 +334,40 @@ def test_direct_run_without_a_cluster_starts_a_local_ray_with_logical_gpus(tiny_
     assert out.returncode == 0, _tail(out)
     assert "starting a local Ray with 3 logical GPUs" in out.stdout + out.stderr
     _assert_saved_model(tmp_path / "grpo_1.5b")
+
+
+@pytest.mark.slow
+def test_three_nodes_one_group_on_each(tiny_dir, tmp_path):
+    """A head and two worker nodes on this machine (`ray start --address`, ports of their own),
+    each with logical GPUs and a custom resource naming it. With --placement.*, PRPO's tiny run
+    puts the PRM on the head, the DeepSpeed actors on one worker and the vLLM engine on the other,
+    trains its 2 steps through run_tiny_cpu.sh and saves its model; Ray's actor table shows each
+    group on its node."""
+    from ray.util.state import list_actors, list_nodes
+
+    from prpo_openrlhf.local.cluster import private_ray_head
+    from prpo_openrlhf.testing.tiny_run import write_tiny_run
+
+    write_tiny_run(tiny_dir)
+    workers = [dict(num_gpus=2, num_cpus=4, resources={"trainer_node": 1}),
+               dict(num_gpus=1, num_cpus=3, resources={"rollout_node": 1})]
+    extra = "--placement.actor trainer_node --placement.vllm rollout_node --placement.prm prm_node"
+    with private_ray_head(num_gpus=1, num_cpus=4, resources={"prm_node": 1}, workers=workers,
+                          log_file=tmp_path / "head.log") as address:
+        env = {**_env(tiny_dir, tmp_path, extra), "RAY_ADDRESS": address}
+        out = subprocess.run(["bash", str(RUN), str(SCRIPTS / "train_prpo_qwen2.5_math_1.5b.sh")], env=env,
+                             capture_output=True, text=True, timeout=1200)
+        assert out.returncode == 0, _tail(out)
+        names = {n.node_id: [r for r in n.resources_total if r.endswith("_node")] for n in
+                 list_nodes(address=address, detail=True)}
+        placed = {}
+        for actor in list_actors(address=address, detail=True, limit=10_000, raise_on_missing_output=False):
+            placed.setdefault(actor.class_name, set()).update(names.get(actor.node_id, ["?"]))
+    assert len(names) == 3, names
+    groups = {"prm_node": [c for c in placed if "PRM" in c],
+              "rollout_node": [c for c in placed if c == "RolloutRayActor"],  # upstream's vLLM engine actor
+              "trainer_node": [c for c in placed if c.endswith("ModelActor") or "PolicyActor" in c]}
+    assert all(groups.values()), f"{groups} from {placed}"
+    for node, classes in groups.items():
+        assert all(placed[c] == {node} for c in classes), f"{groups} from {placed}"
+    _assert_saved_model(tmp_path / "prpo_1.5b")
