@@ -58,7 +58,8 @@ class RunWatchdog(threading.Thread):
         self.failure: str | None = None
         self._actors: dict[str, object] = {}  # name -> handle
         self._engines: set[str] = set()  # names of the vLLM engines among them
-        self._probes: dict[str, tuple[object, float]] = {}  # engine name -> (pending ref, sent at)
+        # engine name -> (pending probe, sent at, seconds of waiting at which the next warning is due)
+        self._probes: dict[str, tuple[object, float, float]] = {}
         self._lock, self._ended = threading.Lock(), threading.Event()
 
     def watch(self, name: str, actor, engine: bool = False) -> None:
@@ -110,15 +111,16 @@ class RunWatchdog(threading.Thread):
         return None
 
     def _probe_engine(self, name: str, engine) -> str | None:
-        ref, sent = self._probes.get(name) or (None, 0.0)
+        ref, sent, warn_at = self._probes.get(name) or (None, 0.0, 0.0)
         if ref is None:
-            self._probes[name] = (engine.__ray_call__.remote(_engine_errored), time.monotonic())
+            self._probes[name] = (engine.__ray_call__.remote(_engine_errored), time.monotonic(), self.hang_warn_s)
             return None
         ready, _ = ray.wait([ref], timeout=0)
         if not ready:
             waited = time.monotonic() - sent
-            if waited > self.hang_warn_s:
+            if waited > warn_at:  # then again each time the wait doubles, not at every check
                 logger.warning("run watchdog: %s has not answered a health probe for %.0f s", name, waited)
+                self._probes[name] = (ref, sent, 2 * warn_at)
             return None
         del self._probes[name]
         try:

@@ -110,3 +110,20 @@ def test_a_full_disk_in_an_actor_is_found_through_rays_task_error(local_ray, kin
     assert found is not None
     assert ("No space left on device" if kind == "oserror" else "unexpected pos") in str(found)
     assert no_space_in(RuntimeError("CUDA out of memory")) is None
+
+
+def test_a_stuck_engine_is_warned_about_as_the_wait_doubles_not_at_every_check(local_ray, caplog):
+    """Before: once a probe was hang_warn_s late, the same warning came every 5 s."""
+    dog = RunWatchdog(hang_warn_s=0.5)
+    engine = Worker.remote()
+    ray.get(engine.pid.remote())
+    dog.watch("vLLM engine 0", engine, engine=True)
+    busy = engine.busy.remote(4)  # the probe queues behind it for 4 s
+    with caplog.at_level("WARNING", logger="prpo_openrlhf.trainer.watchdog"):
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 3.5:  # 35 checks
+            assert dog.check() is None
+            time.sleep(0.1)
+    warned = [r for r in caplog.records if "has not answered a health probe" in r.getMessage()]
+    assert len(warned) == 3, [r.getMessage() for r in warned]  # at 0.5, 1 and 2 s of waiting
+    ray.get(busy)
