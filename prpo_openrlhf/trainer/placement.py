@@ -5,7 +5,7 @@ On a cluster whose nodes were started with a custom resource naming them
 puts one group on the node(s) holding that resource: the DeepSpeed actors (policy, reference,
 and any critic or reward model), the vLLM engines, the PRM's actors. Every bundle of a group's
 placement group asks for BUNDLE_SHARE of the resource and every actor for ACTOR_SHARE of it, so a
-node with 1 of it takes any number of them; GPUs still decide how many fit.
+node with 1 of it takes up to 100 bundles; GPUs decide how many fit.
 
 Upstream places its groups itself; three names are swapped for the run (see launch.py):
 ``placement_group`` in openrlhf.cli.train_ppo_ray (the colocated groups' bundles) and in
