@@ -96,6 +96,14 @@ START_ATTEMPTS = 3
 SETTLE_S = 3.0  # a started head must stay up this long to count as started
 
 
+def _ray_env() -> dict:
+    """The environment of a `ray start`: without RAY_ADDRESS (a node of its own cluster, not the
+    caller's), and with this interpreter first on PATH, since jobs run `python` from the node's PATH."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
 def _node_flags(ports: dict, num_gpus: int, num_cpus: int, resources: dict | None) -> list[str]:
     """`ray start` flags of every node, head or worker: its ports, from its block, and its resources."""
     return [f"--dashboard-agent-listen-port={ports['agent_listen']}", f"--dashboard-agent-grpc-port={ports['agent_grpc']}",
@@ -108,17 +116,16 @@ def _node_flags(ports: dict, num_gpus: int, num_cpus: int, resources: dict | Non
 
 def _start_head(num_gpus: int, num_cpus: int, log_file: Path, ready_timeout_s: float, resources: dict | None = None):
     """One ``ray start --head --block`` on a reserved port block: (process, dashboard address, temp
-    dir, the block's lock, the GCS address) once the node has registered and the dashboard answers. Raises RuntimeError if the head exits
-    first (stopped and cleaned up), TimeoutError after ``ready_timeout_s``."""
+    dir, the block's lock, the GCS address) once the node has registered and the dashboard
+    answers. Raises RuntimeError if the head exits first (stopped and cleaned up), TimeoutError
+    after ``ready_timeout_s``."""
     lock, ports = reserve_port_block()
     temp_dir = tempfile.mkdtemp(prefix="prpo-ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     cmd = [_ray_cli(), "start", "--head", "--block", f"--port={ports['gcs']}", "--include-dashboard=true",
            "--dashboard-host=127.0.0.1", f"--dashboard-port={ports['dashboard']}",
            f"--ray-client-server-port={ports['client']}", *_node_flags(ports, num_gpus, num_cpus, resources),
            f"--temp-dir={temp_dir}"]
-    # Jobs run `python` from the head's PATH: this interpreter's, venv included.
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env = _ray_env()
     # The dashboard gives each of its modules 30 s to start, and `ray start` gives the dashboard
     # 60 s; on a busy 2-core machine both were seen to run out (the head then exits), so both
     # waits follow ready_timeout_s instead.
@@ -208,11 +215,14 @@ def _start_worker(gcs: str, log_file: Path, ready_timeout_s: float, *, num_gpus:
     once it has joined; RuntimeError if it exits first, TimeoutError after ``ready_timeout_s``."""
     lock, ports = reserve_port_block()
     cmd = [_ray_cli(), "start", f"--address={gcs}", "--block", *_node_flags(ports, num_gpus, num_cpus, resources)]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    with open(log_file, "ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                                pass_fds=(lock.fileno(),))
+    env = _ray_env()
+    try:
+        with open(log_file, "ab") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                    pass_fds=(lock.fileno(),))
+    except BaseException:
+        lock.close()
+        raise
     deadline = time.monotonic() + ready_timeout_s
     try:
         while HEAD_STARTED.encode() not in log_file.read_bytes():
