@@ -81,6 +81,11 @@ class VLLMBackend:
 
         return LLM(model=opts.model, trust_remote_code=opts.trust_remote_code, **kwargs)
 
+    def close(self) -> None:
+        from prpo_openrlhf.vllm_cpu import shut_down
+
+        shut_down(self.llm)
+
     @staticmethod
     def _cpu_kwargs(opts: BackendOptions, needed_len: int) -> dict:
         """The CPU build needs an explicit KV cache and a model length that fits it; running

@@ -131,7 +131,8 @@ def generate_missing(cfg: EvalConfig, benches: list[Bench], store: AppendOnlyJso
     reqs = _requests(cfg, benches, existing)
     if not reqs:
         return 0
-    if backend is None:
+    own = backend is None
+    if own:
         opts = cfg.backend_options or BackendOptions(model=cfg.model)
         longest = max(len(r.prompt_ids) for r in reqs)
         backend = make_backend(cfg.backend, opts, longest + cfg.max_new_tokens)
@@ -143,8 +144,12 @@ def generate_missing(cfg: EvalConfig, benches: list[Bench], store: AppendOnlyJso
         stored += store.append(records)  # flushed and fsync'ed before it counts as done
         existing.update(index_records(records, GENERATIONS_FILE))
 
-    with tqdm(total=len(reqs), desc="generating", unit="sample", dynamic_ncols=True) as pbar:
-        backend.generate(reqs, on_finished, pbar)
+    try:
+        with tqdm(total=len(reqs), desc="generating", unit="sample", dynamic_ncols=True) as pbar:
+            backend.generate(reqs, on_finished, pbar)
+    finally:
+        if own and hasattr(backend, "close"):  # a vLLM engine core stopped before exit (vllm_cpu.shut_down)
+            backend.close()
     return stored
 
 

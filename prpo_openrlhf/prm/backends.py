@@ -142,5 +142,9 @@ class VLLMBackend:
         return result
 
     def close(self) -> None:
+        from prpo_openrlhf.vllm_cpu import shut_down
+
         llm, self.llm = self.llm, None
+        if llm is not None:
+            shut_down(llm)
         del llm

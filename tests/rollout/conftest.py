@@ -25,12 +25,12 @@ def peaked_lm_path(tmp_path_factory):
 def llm(peaked_lm_path):
     from vllm import LLM
 
-    from prpo_openrlhf.vllm_cpu import cpu_engine_kwargs, in_process_engine_env
+    from prpo_openrlhf.vllm_cpu import cpu_engine_kwargs, in_process_engine_env, shut_down
 
     in_process_engine_env()
     engine = LLM(model=peaked_lm_path, **cpu_engine_kwargs(max_model_len=256))
     yield engine
-    del engine
+    shut_down(engine)
 
 
 @pytest.fixture(scope="package")

@@ -61,7 +61,7 @@ def rollout_responses(tiny_lm_path, monkeypatch_module):
 
     from prpo_openrlhf.cli.train_prpo_ray import ENTROPY_AGENT_MODULE, OUTCOME_REWARD_MODULE, _module_file
     from prpo_openrlhf.rollout.samples_generator import PRPOSamplesGenerator
-    from prpo_openrlhf.vllm_cpu import cpu_engine_kwargs, in_process_engine_env
+    from prpo_openrlhf.vllm_cpu import cpu_engine_kwargs, in_process_engine_env, shut_down
     from tests.rollout.test_openrlhf_path import InProcessRolloutEngine
 
     monkeypatch_module.setenv("PRPO_REMOTE_RM_URL", _module_file(OUTCOME_REWARD_MODULE))
@@ -86,7 +86,7 @@ def rollout_responses(tiny_lm_path, monkeypatch_module):
         return await asyncio.gather(*jobs)
 
     responses = asyncio.run(run())
-    del llm
+    shut_down(llm)
     from types import SimpleNamespace
 
     generator = PRPOSamplesGenerator(strategy=SimpleNamespace(args=args), prompts_dataloader=None,
