@@ -43,8 +43,8 @@ gpu-check:
 gpu-check-smoke: env gpu-wheels
 	bash scripts/gpu_check.sh --cpu-smoke $(GPU_CHECK_OUT)-smoke
 
-# Wheels the GPU image lacks (openrlhf, deepspeed, flash-attn's Python part, math-verify, ...) and
-# the embedded policy's warm-up, into build/gpu-wheels (ignored by git; about 7 MB).
+# Wheels the GPU image lacks (openrlhf, deepspeed, flash-attn's Python part, math-verify, ...), into
+# build/gpu-wheels (ignored by git; about 6 MB).
 gpu-wheels: env
 	bash scripts/gpu_check/wheels.sh build/gpu-wheels
 

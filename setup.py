@@ -8,7 +8,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    # The embedded policy shipped with prpo-local (docs/local.md, "The embedded default"); also in
+    # The embedded policy and learned PRM shipped in the package (docs/local.md, "The embedded default"); also in
     # MANIFEST.in. Its directory has no __init__.py, so it is named here: setuptools would otherwise
     # warn that a directory of package data is importable but not listed.
     packages=find_packages(include=["prpo_openrlhf", "prpo_openrlhf.*"]) + ["prpo_openrlhf.local.shipped"],

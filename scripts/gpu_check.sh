@@ -6,7 +6,7 @@
 #
 #   --cpu-smoke          tiny sizes, CUDA replaced by CPU (CI runs this: tests/test_gpu_check.py)
 #   --wheels DIR         carried wheels to install offline (default: build/gpu-wheels if present;
-#                        `make gpu-wheels` builds it); also holds the embedded policy's warm-up
+#                        `make gpu-wheels` builds it)
 #   --no-wheels          install nothing
 #   --block-missing      hide every package the GPU image lacks (scripts/gpu_check/image.py) from
 #                        Python, so imports fail here exactly as there; default with --cpu-smoke
@@ -16,7 +16,7 @@
 #
 # Parts (each its own process and time cap; one failing does not stop the others):
 #   1 pytest -m gpu on the gpu-marked test modules (the vLLM V2 tests skip without vLLM)
-#   2 prpo-local train, HF engine, 20 PRPO steps on CUDA and the same on CPU; first-step losses
+#   2 the shipped policy: held-out greedy CUDA vs CPU, one PRPO experience, its loss on both, 20 updates
 #   3 PRMScorer hf bf16 on CUDA vs fp32 on CPU; bench_prm's 7B-shaped bf16 tokens/s and TFLOP/s
 #   4 segment_batch + prpo_advantages on 1024 x 2048 on CUDA: ms per batch, equal to CPU
 #   5 logits_entropy in bf16 vs fp32 on a 151,936-token output layer on CUDA
@@ -79,9 +79,8 @@ if [ -n "$WHEELS" ]; then
   PYTHONPATH= "$PY" "$ROOT/scripts/gpu_check/install_wheels.py" "$WHEELS" "$CARRIED" || log "carried wheels not installed: the parts that need them will fail"
   PP_TAIL=$CARRIED${PP_TAIL:+:$PP_TAIL}
   export GPU_CHECK_WHEELS=$WHEELS
-  [ -d "$WHEELS/prpo_cache" ] && export GPU_CHECK_WARMUP_CACHE=$WHEELS/prpo_cache
 else
-  log "no carried wheels: prpo-local (part 2) needs openrlhf and the grader math-verify (make gpu-wheels)"
+  log "no carried wheels: part 2 needs openrlhf (PolicyLoss) and the grader math-verify (make gpu-wheels)"
 fi
 export PYTHONPATH=$ROOT${PP_TAIL:+:$PP_TAIL}${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONDONTWRITEBYTECODE=1

@@ -23,7 +23,7 @@ BLOCKER = ROOT / "scripts" / "gpu_check" / "blocker"
 @pytest.fixture(scope="module")
 def wheels() -> Path:
     """build/gpu-wheels, built from this machine's pip sources if absent (seconds after make env)."""
-    res = subprocess.run(["bash", "scripts/gpu_check/wheels.sh", "--no-warmup", str(WHEELS)], cwd=ROOT,
+    res = subprocess.run(["bash", "scripts/gpu_check/wheels.sh", str(WHEELS)], cwd=ROOT,
                          capture_output=True, text=True, timeout=300)
     if res.returncode != 0:
         pytest.fail(f"make gpu-wheels failed (the smoke installs OpenRLHF & co. from it):\n{res.stderr[-2000:]}")
@@ -84,11 +84,9 @@ def test_cpu_smoke_passes_every_part(wheels, tmp_path):
     # 1: the vLLM V2 tests are collected and skipped, for want of vLLM
     assert f["1"]["skipped"] >= 1 and f["1"]["failed"] == f["1"]["errors"] == 0
     assert any("vLLM" in r for r in f["1"]["skip_reasons"])
-    # 2: both prpo-local runs trained and evaluated; the first-step losses compared
-    for tag in ("device", "cpu"):
-        assert isinstance(f["2"][f"{tag}_first_step_loss"], float)
-        assert f["2"][f"{tag}_max_weight_change"] > 0
-        assert f"{tag}_eval_greedy_step0" in f["2"]
+    # 2: the shipped policy decoded on both, one experience, its loss compared, updates on the device
+    assert 0 <= f["2"]["device_heldout_greedy"] <= 1 and 0 <= f["2"]["experience_accuracy"] <= 1
+    assert f["2"]["device_max_weight_change"] > 0 and len(f["2"]["device_losses"]) == 2
     for key in ("cpu_fp32", "device_fp32", "device_bf16"):
         assert isinstance(f["2"][f"same_inputs_first_loss_{key}"], float)
     # 3: scorer bf16 vs fp32, and the PRM throughput measurement

@@ -1,15 +1,26 @@
-"""``prpo-local``: single-machine PRPO on CPU or one GPU (docs/local.md).
+"""``prpo-local``: the embedded arithmetic task on one machine, through train_prpo_ray (docs/local.md).
 
-    prpo-local train   [flags]   one training run (default: PRPO on the synthetic arithmetic task)
-    prpo-local compare [flags]   GRPO, PRPO and the paper's ablations on the same seeds and budget
-    prpo-local warmup  [flags]   the embedded policy: where it is, or --rebuild it from its recipe
-    prpo-local prm     [flags]   the learned PRM of the embedded task: where it is, or --rebuild it
+    prpo-local run     [flags]   `make run`: PRPO from the shipped policy, evaluated before and after
+    prpo-local compare [flags]   `make compare`: GRPO, PRPO, the baselines and ablations, seeds, PRM arms
+    prpo-local eval MODEL        held-out greedy and sampled accuracy of a model on the task
+    prpo-local paths             POLICY_MODEL=, PRM_MODEL=, PROMPT_DATA= for a launch script
+    prpo-local warmup  [flags]   the shipped policy: where it is, or --rebuild it from its recipe
+    prpo-local prm     [flags]   the shipped learned PRM: where it is, or --rebuild it from its recipe
+
+Training runs only through OpenRLHF's loop (train_prpo_ray under ``ray job submit`` on a private
+Ray head); ``run``, ``eval``, ``paths`` and ``compare`` take the flags of
+``python -m prpo_openrlhf.local.embedded`` and ``python -m prpo_openrlhf.local.embedded_compare``.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+
+PIPELINE = {"run": "evaluate, train through train_prpo_ray, evaluate again (make run)",
+            "compare": "the paper's methods through train_prpo_ray, seeds and PRM arms (make compare)",
+            "eval": "held-out greedy and sampled accuracy of a model",
+            "paths": "print POLICY_MODEL=, PRM_MODEL=, PROMPT_DATA="}
 
 
 def _quiet() -> None:
@@ -25,43 +36,58 @@ def _quiet() -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from prpo_openrlhf.local.compare import add_compare_flags
-    from prpo_openrlhf.local.flags import DefaultsHelpFormatter, add_train_flags
-    from prpo_openrlhf.local.tracking import add_logger_flags
-
-    parser = argparse.ArgumentParser(prog="prpo-local", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="prpo-local", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    # Every --help shows the defaults (argparse adds them; the help texts do not repeat them).
-    fmt = dict(formatter_class=DefaultsHelpFormatter)
-    train = sub.add_parser("train", help="one training run", **fmt)
-    add_train_flags(train)
-    add_logger_flags(train)
-    compare = sub.add_parser("compare", help="GRPO vs PRPO and the ablations, same seeds and budget", **fmt)
-    add_compare_flags(compare)
-    warmup = sub.add_parser("warmup", help="the embedded policy: shipped, cached or built; --rebuild checks it",
-                            **fmt)
-    add_warmup_flags(warmup)
-    prm = sub.add_parser("prm", help="the learned PRM of the embedded task: shipped, cached or built; "
-                                     "--rebuild checks it", **fmt)
-    add_prm_flags(prm)
+    for name, text in PIPELINE.items():  # parsed by their own modules (main() hands them over)
+        sub.add_parser(name, help=text, add_help=False)
+    fmt = dict(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_warmup_flags(sub.add_parser("warmup", help="the embedded policy: shipped, cached or built; --rebuild "
+                                                   "checks it", **fmt))
+    add_recipe_flags(sub.add_parser("prm", help="the learned PRM of the embedded task: shipped, cached or built; "
+                                                "--rebuild checks it", **fmt), "PRM")
     return parser
 
 
-def add_prm_flags(parser) -> None:
+def add_recipe_flags(parser, what: str) -> None:
     parser.add_argument("--rebuild", action="store_true",
-                        help="train the default PRM recipe from scratch (replacing a cached build) and report "
-                             "whether the weights match the shipped PRM's bit for bit; exit status 1 when not")
+                        help=f"train the {what}'s recipe from scratch (replacing a cached build) and report whether "
+                             f"the weights match the shipped {what}'s bit for bit; exit status 1 when not")
     parser.add_argument("--ship", action="store_true",
-                        help="maintainers: copy the (cached or built) PRM into the package "
-                             "(prpo_openrlhf/local/shipped/prm-<key>/) with its report")
+                        help=f"maintainers: copy the (cached or built) {what} into the package "
+                             "(prpo_openrlhf/local/shipped/) with its recipe, hash and report")
     parser.add_argument("--local.no_progress", "--no_progress", dest="progress", action="store_false",
                         help="no progress bar")
 
 
-def run_prm(args) -> int:
-    from prpo_openrlhf.local.prm_recipe import PRMRecipeConfig, learned_prm, rebuild_prm, ship_prm
+def add_warmup_flags(parser) -> None:
+    """The recipe's settings that a user may change (a changed recipe is built and cached, not shipped)."""
+    from prpo_openrlhf.local.warmup import WarmupConfig
 
-    return rebuild_or_ship(args, PRMRecipeConfig(), rebuild_prm, ship_prm, learned_prm)
+    d = WarmupConfig()
+    parser.add_argument("--warmup.n_ops", dest="n_ops", default=",".join(map(str, d.task.n_ops)),
+                        help="operations per problem of the task, e.g. 3 or 3,4 (drawn uniformly)")
+    parser.add_argument("--warmup.task_seed", dest="task_seed", type=int, default=d.task_seed,
+                        help="seed of the task (its held-out set)")
+    parser.add_argument("--warmup.steps", dest="steps", type=int, default=d.steps, help="SFT steps")
+    parser.add_argument("--warmup.p_err", dest="p_err", type=float, default=d.p_err,
+                        help="per-step slip probability of the SFT's noisy solutions")
+    parser.add_argument("--warmup.hidden_size", dest="hidden_size", type=int, default=d.hidden_size,
+                        help="policy width (head size 64)")
+    parser.add_argument("--warmup.num_layers", dest="num_layers", type=int, default=d.num_layers, help="policy depth")
+    add_recipe_flags(parser, "policy")
+
+
+def warmup_config(args):
+    from prpo_openrlhf.local.task import TaskConfig, parse_n_ops
+    from prpo_openrlhf.local.warmup import WarmupConfig
+
+    try:
+        task = TaskConfig(n_ops=parse_n_ops(args.n_ops))
+    except ValueError as exc:
+        raise SystemExit(f"prpo-local warmup: --warmup.n_ops {args.n_ops!r}: {exc}") from None
+    return WarmupConfig(task=task, task_seed=args.task_seed, steps=args.steps, p_err=args.p_err,
+                        hidden_size=args.hidden_size, num_layers=args.num_layers)
 
 
 def rebuild_or_ship(args, cfg, rebuild, ship, get) -> int:
@@ -79,68 +105,31 @@ def rebuild_or_ship(args, cfg, rebuild, ship, get) -> int:
     return 0
 
 
-WARMUP_FIELDS = ("n_ops", "task_seed", "warmup_steps", "warmup_p_err", "warmup_hidden_size", "warmup_num_layers",
-                 "progress")
-
-
-def add_warmup_flags(parser) -> None:
-    import dataclasses
-
-    from prpo_openrlhf.local.config import TrainConfig
-    from prpo_openrlhf.local.flags import add_train_flags
-
-    add_train_flags(parser, skip=tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in WARMUP_FIELDS))
-    parser.add_argument("--rebuild", action="store_true",
-                        help="train the recipe from scratch (replacing a cached build) and report whether the "
-                             "result matches the shipped policy (weights hash, else held-out accuracy); "
-                             "exit status 1 when it is not the same bit for bit")
-    parser.add_argument("--ship", action="store_true",
-                        help="maintainers: copy the (cached or built) policy of these settings into the package "
-                             "(prpo_openrlhf/local/shipped/<key>/) with its recipe, hash and accuracies")
-
-
-def run_warmup(args) -> int:
-    from prpo_openrlhf.local.flags import config_from_args
-    from prpo_openrlhf.local.trainer import warmup_config
-    from prpo_openrlhf.local.warmup import rebuild, ship, warmed_up_policy
-
-    from prpo_openrlhf.local.config import UsageError
-
-    try:
-        cfg = warmup_config(config_from_args(args))
-    except ValueError as exc:
-        raise UsageError(f"--local.n_ops {args.n_ops!r}: {exc}") from None
-    return rebuild_or_ship(args, cfg, rebuild, ship, warmed_up_policy)
-
-
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     _quiet()
-    from prpo_openrlhf.fileio import DiskFullError
-    from prpo_openrlhf.local.config import UsageError
+    if argv and argv[0] in ("run", "eval", "paths"):
+        from prpo_openrlhf.local import embedded
 
+        return embedded.main(argv)
+    if argv and argv[0] == "compare":
+        from prpo_openrlhf.local import embedded_compare
+
+        return embedded_compare.main(argv[1:])
     args = build_parser().parse_args(argv)
+    from prpo_openrlhf.fileio import DiskFullError
+
     try:
-        if args.command == "train":
-            from prpo_openrlhf.local.flags import config_from_args
-            from prpo_openrlhf.local.tracking import tracking_from_args
-            from prpo_openrlhf.local.trainer import LocalTrainer
+        if args.command == "warmup":
+            from prpo_openrlhf.local.warmup import rebuild, ship, warmed_up_policy
 
-            LocalTrainer(config_from_args(args), tracking=tracking_from_args(args)).train()
-        elif args.command == "warmup":
-            return run_warmup(args)
-        elif args.command == "prm":
-            return run_prm(args)
-        else:
-            from prpo_openrlhf.local.compare import run_compare
+            return rebuild_or_ship(args, warmup_config(args), rebuild, ship, warmed_up_policy)
+        from prpo_openrlhf.local.prm_recipe import PRMRecipeConfig, learned_prm, rebuild_prm, ship_prm
 
-            run_compare(args)
-    except UsageError as exc:
-        print(f"prpo-local {args.command}: {exc}", file=sys.stderr)
-        return 2
+        return rebuild_or_ship(args, PRMRecipeConfig(), rebuild_prm, ship_prm, learned_prm)
     except DiskFullError as exc:  # names the file; a traceback would add nothing
         print(f"prpo-local {args.command}: error: {exc}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

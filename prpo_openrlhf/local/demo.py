@@ -5,8 +5,8 @@ policy rollouts (vLLM CPU, n per prompt, with per-token entropy from the entropy
 pass per response) -> outcome rewards (math-verify grader) -> PRPO advantages (Eq. AF_t).
 
 The models are random tiny checkpoints written on first use, so the rewards say nothing about
-math; what the run shows is that every stage runs for real and how the pieces connect. The
-single-machine trainer (``prpo-local``) replaces this as the main job.
+math; what the run shows is that every stage runs for real and how the pieces connect. ``make run``
+(train_prpo_ray on the embedded task, with the shipped policy and PRM) is the main job.
 """
 from __future__ import annotations
 
@@ -40,14 +40,14 @@ def _tiny_models(root: Path) -> tuple[str, str]:
 def _rollouts(lm_path, prompts, n, max_tokens, temperature):
     from vllm import LLM, SamplingParams
 
-    from prpo_openrlhf.vllm_cpu import cpu_engine_kwargs
+    from prpo_openrlhf.vllm_cpu import cpu_engine_kwargs, shut_down
 
     llm = LLM(model=lm_path, **cpu_engine_kwargs(max_model_len=512))
     # The entropy plugin returns H_t of every sampled token with the token (no extra pass).
     params = SamplingParams(n=n, max_tokens=max_tokens, temperature=temperature, seed=0,
                             extra_args={"return_entropy": True})
     outs = llm.generate(prompts, params, use_tqdm=True)
-    del llm
+    shut_down(llm)
     return [(list(c.token_ids), c.text, torch.tensor(c.token_entropies)) for o in outs for c in o.outputs]
 
 

@@ -78,8 +78,8 @@ def evaluate(model: str, n_problems: int, n_samples: int = 4, max_new_tokens: in
     from vllm import LLM, SamplingParams
 
     from prpo_openrlhf.algorithms.rewards import grade_batch
-    from prpo_openrlhf.local.rollout import chat_prompt_ids
-    from prpo_openrlhf.vllm_cpu import cpu_engine_kwargs
+    from prpo_openrlhf.local.sampling import chat_prompt_ids
+    from prpo_openrlhf.vllm_cpu import cpu_engine_kwargs, shut_down
 
     t0 = time.monotonic()
     tok = AutoTokenizer.from_pretrained(model)
@@ -87,15 +87,18 @@ def evaluate(model: str, n_problems: int, n_samples: int = 4, max_new_tokens: in
     prompts = [{"prompt_token_ids": ids} for ids in chat_prompt_ids(tok, [p.text for p in problems], None)]
     llm = LLM(model=model, **cpu_engine_kwargs(max_model_len=256, kv_cache_mib=256, seed=0))
     result = {"model": model, "problems": n_problems}
-    for kind, params in (("greedy", SamplingParams(n=1, temperature=0.0, max_tokens=max_new_tokens)),
-                         ("sampled", SamplingParams(n=n_samples, temperature=1.0, top_p=1.0, top_k=0,
-                                                    max_tokens=max_new_tokens))):
-        outs = llm.generate(prompts, params, use_tqdm=False)
-        texts = [c.text for o in outs for c in o.outputs]
-        ok = grade_batch(texts, [str(p.answer) for p in problems for _ in range(params.n)])
-        lengths = [len(c.token_ids) for o in outs for c in o.outputs]
-        result[kind] = {"accuracy": sum(ok) / len(ok), "response_length": sum(lengths) / len(lengths),
-                        "samples_per_problem": params.n}
+    try:
+        for kind, params in (("greedy", SamplingParams(n=1, temperature=0.0, max_tokens=max_new_tokens)),
+                             ("sampled", SamplingParams(n=n_samples, temperature=1.0, top_p=1.0, top_k=0,
+                                                        max_tokens=max_new_tokens))):
+            outs = llm.generate(prompts, params, use_tqdm=False)
+            texts = [c.text for o in outs for c in o.outputs]
+            ok = grade_batch(texts, [str(p.answer) for p in problems for _ in range(params.n)])
+            lengths = [len(c.token_ids) for o in outs for c in o.outputs]
+            result[kind] = {"accuracy": sum(ok) / len(ok), "response_length": sum(lengths) / len(lengths),
+                            "samples_per_problem": params.n}
+    finally:
+        shut_down(llm)
     result["seconds"] = round(time.monotonic() - t0, 1)
     return result
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import signal
 import statistics
@@ -31,8 +32,6 @@ from pathlib import Path
 
 from prpo_openrlhf.fileio import replace_atomically
 from prpo_openrlhf.local import embedded
-from prpo_openrlhf.local.compare import mean_sd, pooled_sd, slug
-from prpo_openrlhf.local.config import UsageError
 
 # name -> (launch script of examples/scripts, EXTRA_ARGS); GRPO first: the others are read against it.
 PRPO_SCRIPT = "train_prpo_qwen2.5_math_1.5b.sh"
@@ -52,6 +51,32 @@ METHODS: dict[str, tuple[str, str]] = {
 DEFAULT_METHODS = list(METHODS)[:9]
 NO_PROCESS = {"GRPO", "REINFORCE++"}  # the same run under either PRM arm
 TAIL = 10  # training steps averaged at the end of a run
+
+
+class UsageError(ValueError):
+    """A flag value that cannot run: the CLI prints it and exits 2."""
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+
+
+def mean_sd(xs: list[float | None], scale: float = 100.0, digits: int = 1) -> str:
+    """``xs`` (Nones left out) times ``scale``: the value, or mean ± sd over several; '-' for none."""
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return "-"
+    if len(xs) == 1:
+        return f"{scale * xs[0]:.{digits}f}"
+    return f"{scale * statistics.mean(xs):.{digits}f} ± {scale * statistics.stdev(xs):.{digits}f}"
+
+
+def pooled_sd(results: dict[str, list[dict]]) -> float | None:
+    """sqrt of the mean over methods of the variance over seeds of the final sampled accuracy;
+    None with one seed. Three seeds' sd scatters widely around it (a chi-square with 2 degrees
+    of freedom), so a single method's sd is a poor guide to what a gap means."""
+    variances = [statistics.variance([s["sampled_accuracy"] for s in v]) for v in results.values() if len(v) > 1]
+    return math.sqrt(statistics.mean(variances)) if variances else None
 
 
 def run_dir(root: Path, method: str, arm: str, seed: int) -> Path:

@@ -66,10 +66,10 @@ def encode(builder, problem: str, segments: list[str], labels: list[int]) -> Exa
 def sample_responses(policy, tok, problems, n: int, *, temperature: float, max_new_tokens: int,
                      seed: int, batch_size: int = 256):
     """``n`` responses per problem from the policy (HF generate; grouped by problem)."""
-    from prpo_openrlhf.local.rollout import HFRollout, chat_prompt_ids
+    from prpo_openrlhf.local.sampling import HFSampler, chat_prompt_ids
 
-    prompts = chat_prompt_ids(tok, [p.text for p in problems], None)  # as prpo-local prompts it
-    return HFRollout(policy, tok, batch_size=batch_size).generate(prompts, n, temperature, max_new_tokens, seed)
+    prompts = chat_prompt_ids(tok, [p.text for p in problems])  # as the launch script's chat template renders it
+    return HFSampler(policy, tok, batch_size=batch_size).generate(prompts, n, temperature, max_new_tokens, seed)
 
 
 def training_examples(cfg, policy, tok, builder, progress: bool = False) -> list[Example]:
@@ -157,10 +157,10 @@ def heldout_solutions(cfg, policy, tok):
 
 def split_segments(policy, tok, samples, splits: list[tuple[str, int, int]], seed: int) -> dict:
     """Segment texts per response for line ends and for each (method, k, min_gap) of ``splits``,
-    cut as prpo-local's trainer cuts them (``segment_batch`` over the policy's token entropies at
-    temperature 1 from an HF forward pass; segment text without special tokens)."""
+    cut as the trainer cuts them (``segment_batch`` over the policy's token entropies at
+    temperature 1, here from an HF forward pass; segment text without special tokens)."""
     from prpo_openrlhf.algorithms.segmentation import segment_batch, segment_ranges
-    from prpo_openrlhf.local import experience as X
+    from prpo_openrlhf.local.sampling import response_entropies
 
     newline = tok.encode("\n", add_special_tokens=False)[0]
     special = set(tok.all_special_ids)
@@ -168,11 +168,11 @@ def split_segments(policy, tok, samples, splits: list[tuple[str, int, int]], see
                     for s in samples]}
     if not splits:
         return out
-    batch = X.make_batch(samples, tok.pad_token_id)
-    _, ent = X.batched_logprobs(policy.eval(), batch, 1.0, 64, True)
+    ent, action_mask = response_entropies(policy.eval(), samples, tok.pad_token_id)
     for method, k, gap in splits:
-        seg_ids = segment_batch(ent, batch.action_mask, method, k, gap, seed)
-        out[f"{method}_k{k}_gap{gap}"] = X.segment_texts(tok, samples, segment_ranges(seg_ids))
+        ranges = segment_ranges(segment_batch(ent, action_mask, method, k, gap, seed))
+        out[f"{method}_k{k}_gap{gap}"] = [[tok.decode(s.response_ids[a:b], skip_special_tokens=True)
+                                           for a, b in segs] for s, segs in zip(samples, ranges)]
     return out
 
 

@@ -23,7 +23,6 @@ correct. A prefix with no completed step scores 1.0 in both (nothing is wrong ye
 """
 from __future__ import annotations
 
-import random
 import re
 
 from prpo_openrlhf.local.task import Node, parse_expression
@@ -116,48 +115,3 @@ class ExactProcessVerifier:
             raise ValueError(f"{len(problems)} problems but {len(segments)} segment lists")
         return [self.score_one(p, segs) for p, segs in zip(problems, segments)]
 
-
-# ---- simulated PRM errors ------------------------------------------------------------------
-
-def add_score_noise(scores: list[list[float]], *, flip: float, jitter: float, seed: int,
-                    step: int) -> tuple[list[list[float]], dict]:
-    """Segment scores as an imperfect PRM would give them, and what the noise did.
-
-    For rollout ``i`` of the step (its row in the batch) and its segment ``j``, with
-    ``u_ij ~ U[0, 1)`` and ``z_ij ~ N(0, 1)`` drawn in segment order from
-    ``random.Random(f"prm-noise-{seed}-{step}-{i}")``::
-
-        f_ij = 1 - s_ij  if u_ij < flip  else  s_ij
-        s~_ij = min(1, max(0, f_ij + jitter * z_ij))
-
-    The exact verifier is never wrong, so the paper's collapses that come from imperfect PRM
-    scores (PRM-only, relative normalisation) cannot appear without this. Keyed by (seed,
-    step, row): a rerun or a resumed run draws the same noise, and a rollout's noise does not
-    depend on how many segments the others have. Both draws happen for every segment whatever
-    ``flip`` and ``jitter`` are, so runs that differ only in them flip the same segments
-    (for the smaller ``flip``, a subset) and share the ``z``: common random numbers.
-
-    Returns the noisy scores and ``{"flipped": fraction of segments flipped, "jitter_abs":
-    mean |s~ - f| (the jitter that survived clipping), "mean": mean noisy score}``.
-    """
-    if not (flip or jitter):
-        return [list(row) for row in scores], {"flipped": 0.0, "jitter_abs": 0.0, "mean": _mean(scores)}
-    out, n_flipped, moved = [], 0, 0.0
-    for i, row in enumerate(scores):
-        rng = random.Random(f"prm-noise-{seed}-{step}-{i}")
-        noisy = []
-        for s in row:
-            u, z = rng.random(), rng.gauss(0.0, 1.0)
-            f = 1.0 - s if u < flip else s
-            n_flipped += u < flip
-            t = min(1.0, max(0.0, f + jitter * z))
-            moved += abs(t - f)
-            noisy.append(t)
-        out.append(noisy)
-    n = max(sum(len(r) for r in scores), 1)
-    return out, {"flipped": n_flipped / n, "jitter_abs": moved / n, "mean": _mean(out)}
-
-
-def _mean(scores: list[list[float]]) -> float:
-    flat = [s for row in scores for s in row]
-    return sum(flat) / max(len(flat), 1)

@@ -8,9 +8,9 @@ The result is cached under ``$PRPO_CACHE_DIR`` (default ``~/.cache/prpo_openrlhf
 ``warmup.json`` with the config, the starting accuracy and the time it took.
 
 The default recipe's result is shipped in the package (``local/shipped/<key>/``, with its
-recipe, code version, weights hash and measured accuracies in ``warmup.json``): a run with the
-default ``--warmup.*`` settings loads it in place and trains nothing; ``prpo-local warmup
---rebuild`` trains it again from the recipe and reports whether the result matches.
+recipe, code version, weights hash and measured accuracies in ``warmup.json``): ``make run``
+loads it in place and trains nothing; ``prpo-local warmup --rebuild`` trains it again from the
+recipe and reports whether the result matches.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ WARMUP_FORMAT = 3  # bump when the SFT recipe or its report changes in a way the
 
 @dataclass(frozen=True)
 class WarmupConfig:
-    """The default is the shipped policy's recipe (``prpo-local train``'s defaults give the same key)."""
+    """The default is the shipped policy's recipe."""
     task: TaskConfig = field(default_factory=lambda: TaskConfig(n_ops=(3, 4)))
     task_seed: int = 0
     hidden_size: int = 128
@@ -101,7 +101,7 @@ def copy_package_data(src: Path, dest: Path, skip: tuple[str, ...] = ()) -> None
 
 def _sft_batch(tok, task: ArithmeticTask, cfg: WarmupConfig, step: int, rng: random.Random):
     """Chat-formatted (input_ids, attention_mask, labels); loss on the response + EOS only."""
-    from prpo_openrlhf.local.rollout import chat_prompt_ids
+    from prpo_openrlhf.local.sampling import chat_prompt_ids
 
     problems = task.train_batch(cfg.batch_size, f"sft-{step}")
     prompts = chat_prompt_ids(tok, [p.text for p in problems], None)
@@ -146,7 +146,7 @@ def sft(model, tok, task: ArithmeticTask, cfg: WarmupConfig, progress: bool = Tr
     return losses
 
 
-def heldout_accuracy(rollout, tok, task: ArithmeticTask, n_problems: int, *, greedy: bool,
+def heldout_accuracy(sampler, tok, task: ArithmeticTask, n_problems: int, *, greedy: bool,
                      temperature: float = 1.0, max_new_tokens: int = 64, seed: int = 0,
                      system_prompt: str | None = None, n_samples: int = 1) -> dict:
     """Accuracy (math-verify grader) and mean response length on the first held-out problems.
@@ -154,19 +154,19 @@ def heldout_accuracy(rollout, tok, task: ArithmeticTask, n_problems: int, *, gre
     Greedy: pass@1. Sampled: mean@n_samples at ``temperature`` (the AMC/AIME protocol).
     """
     from prpo_openrlhf.algorithms.rewards import grade_batch
-    from prpo_openrlhf.local.rollout import chat_prompt_ids
+    from prpo_openrlhf.local.sampling import chat_prompt_ids
 
     problems = task.heldout[:n_problems]
     prompts = chat_prompt_ids(tok, [p.text for p in problems], system_prompt)
     n = 1 if greedy else n_samples
-    samples = rollout.generate(prompts, n, temperature, max_new_tokens, seed, greedy=greedy)
+    samples = sampler.generate(prompts, n, temperature, max_new_tokens, seed, greedy=greedy)
     ok = grade_batch([s.text for s in samples], [str(p.answer) for p in problems for _ in range(n)])
     return {"accuracy": sum(ok) / len(ok), "response_length": sum(len(s.response_ids) for s in samples) / len(samples)}
 
 
 @contextlib.contextmanager
 def _one_thread():
-    # The tiny policy's matrices are too small to split (see trainer.set_threads).
+    # The tiny policy's matrices are too small to split (two threads run ~10x slower as soon as another process holds one core).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -184,7 +184,7 @@ def _build(cfg: WarmupConfig, out: Path, progress: bool) -> dict:
 def _sft_and_report(cfg: WarmupConfig, out: Path, progress: bool, t0: float) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from prpo_openrlhf.local.rollout import HFRollout
+    from prpo_openrlhf.local.sampling import HFSampler
     from prpo_openrlhf.testing.tiny_models import write_tiny_lm
 
     write_tiny_lm(out, seed=cfg.seed, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
@@ -195,18 +195,18 @@ def _sft_and_report(cfg: WarmupConfig, out: Path, progress: bool, t0: float) -> 
     losses = sft(model, tok, task, cfg, progress)
     model.save_pretrained(out)
     sft_seconds = time.monotonic() - t0
-    greedy, sampled = _accuracies(HFRollout(model, tok), tok, task, cfg.eval_problems)
+    greedy, sampled = _accuracies(HFSampler(model, tok), tok, task, cfg.eval_problems)
     return {"config": dataclasses.asdict(cfg), "key": cfg.key(), "code_version": _code_version(),
             "warmup_format": WARMUP_FORMAT, "final_loss": sum(losses[-20:]) / 20,
             "sft_seconds": round(sft_seconds, 1), "heldout_greedy": greedy, "heldout_sampled": sampled}
 
 
-def _accuracies(rollout, tok, task: ArithmeticTask, n_problems: int) -> tuple[dict, dict]:
+def _accuracies(sampler, tok, task: ArithmeticTask, n_problems: int) -> tuple[dict, dict]:
     """Held-out greedy pass@1 and sampled mean@4, as every warm-up report measures them."""
     # 64 tokens fit up to 6 operations; longer tasks get their longest solution plus EOS.
     kw = dict(max_new_tokens=max(64, max_solution_bytes(task.cfg) + 1))
-    return (heldout_accuracy(rollout, tok, task, n_problems, greedy=True, **kw),
-            heldout_accuracy(rollout, tok, task, n_problems, greedy=False, n_samples=4, **kw))
+    return (heldout_accuracy(sampler, tok, task, n_problems, greedy=True, **kw),
+            heldout_accuracy(sampler, tok, task, n_problems, greedy=False, n_samples=4, **kw))
 
 
 def weights_sha256(path: Path | str) -> str:
@@ -219,7 +219,7 @@ def weights_sha256(path: Path | str) -> str:
 
 def shipped_policy(cfg: WarmupConfig, shipped_root: Path | None = None) -> tuple[str, dict] | None:
     """The policy shipped in the package for ``cfg``'s recipe (path used in place, read only) and
-    its info, or None when none was shipped for this recipe (any other --warmup.* / task setting)."""
+    its info, or None when none was shipped for this recipe (any other WarmupConfig)."""
     target = (shipped_root or SHIPPED_ROOT) / cfg.key()
     info_file = target / "warmup.json"
     if not info_file.exists():
@@ -272,12 +272,12 @@ def measure(path: Path | str, cfg: WarmupConfig, n_problems: int) -> dict:
     """Held-out greedy pass@1 and sampled mean@4 of a warm-up checkpoint, as ``_build`` measures them."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from prpo_openrlhf.local.rollout import HFRollout
+    from prpo_openrlhf.local.sampling import HFSampler
 
     with _one_thread():
         tok = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-        greedy, sampled = _accuracies(HFRollout(model, tok), tok, ArithmeticTask(cfg.task, seed=cfg.task_seed),
+        greedy, sampled = _accuracies(HFSampler(model, tok), tok, ArithmeticTask(cfg.task, seed=cfg.task_seed),
                                       n_problems)
     return {"problems": n_problems, "greedy": greedy, "sampled": sampled}
 

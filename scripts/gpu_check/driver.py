@@ -27,7 +27,7 @@ ROOT = HERE.parents[1]
 # check ends inside the device tool's 600 s per command even if every part hangs.
 PARTS = {
     "1": ("tests", "GPU-marked tests that need no vLLM/Ray (pytest -m gpu)", 60, 45),
-    "2": ("local", "prpo-local train, HF engine, on the device and on CPU (20 steps each)", 210, 120),
+    "2": ("policy", "the shipped policy's PRPO step on the device vs CPU (HF generate, 20 updates)", 210, 120),
     "3": ("prm", "PRM scorer bf16 vs fp32 + 7B-shaped bf16 throughput", 120, 45),
     "4": ("advantages", "segmentation + PRPO advantages (1024 x 2048 batch)", 60, 30),
     "5": ("entropy", "actor-side logits_entropy, bf16 vs fp32 (151,936-token vocabulary)", 60, 30),
@@ -131,10 +131,9 @@ def environment() -> dict:
 def key_figures(name: str, fig: dict) -> str:
     pick = {
         "tests": ["passed", "skipped", "failed", "errors", "skip_reasons"],
-        "local": ["device_first_step_loss", "cpu_first_step_loss", "device_step_seconds_median",
-                  "cpu_step_seconds_median", "device_eval_greedy_step0", "cpu_eval_greedy_step0",
-                  "device_max_weight_change", "same_inputs_first_loss_device_fp32",
-                  "same_inputs_first_loss_device_bf16", "same_inputs_first_loss_cpu_fp32", "warmup"],
+        "policy": ["device_heldout_greedy", "cpu_heldout_greedy", "experience_accuracy",
+                   "same_inputs_first_loss_device_fp32", "same_inputs_first_loss_device_bf16",
+                   "same_inputs_first_loss_cpu_fp32", "device_update_seconds_median", "device_max_weight_change"],
         "prm": ["tiny_prm_max_abs_diff_bf16_device_vs_fp32_cpu", "prm_tokens", "prm_tokens_per_s",
                 "prm_tflops", "prm_share_of_790_tflops_peak", "prm_share_of_bench_prm_table_peak"],
         "advantages": ["batch", "ms_per_batch_device_median", "segment_ids_equal", "advantages_bitwise_equal",

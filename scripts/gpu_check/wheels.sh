@@ -1,29 +1,26 @@
 #!/usr/bin/env bash
 # Build the folder of wheels that scripts/gpu_check.sh carries to a GPU machine (`make gpu-wheels`).
 #
-#   bash scripts/gpu_check/wheels.sh [DIR] [--no-warmup]     # DIR defaults to build/gpu-wheels
+#   bash scripts/gpu_check/wheels.sh [DIR]     # DIR defaults to build/gpu-wheels
 #
 # The GPU image has torch, transformers, accelerate, peft, safetensors, matplotlib, tensorboard
 # and pytest, not OpenRLHF, DeepSpeed or flash-attn, and nothing can be downloaded there. What
-# `prpo-local train` imports beyond the image (OpenRLHF's PolicyLoss and compute_approx_kl pull
-# in openrlhf.models, hence deepspeed and flash_attn; the grader needs math-verify) comes from
+# part 2 imports beyond the image (OpenRLHF's PolicyLoss and compute_approx_kl pull in
+# openrlhf.models, hence deepspeed and flash_attn; the grader needs math-verify) comes from
 # here, at the versions of requirements/constraints-cpu.txt:
 #   - openrlhf (its PyPI wheel is tagged cp311 but holds only Python: re-tagged py3-none-any),
 #     deepspeed (sdist built into a wheel without its ops), flash-attn (Python part only, as
 #     scripts/setup_cpu_env.sh builds it; gpu_check.sh adds the flash_attn_2_cuda stand-in),
 #     einops, py-cpuinfo, hjson, msgpack (one wheel per CPython 3.10-3.13), pylatexenc,
-#     math-verify, latex2sympy2_extended, antlr4-python3-runtime;
-#   - prpo_cache/: the embedded policy's warm-up, so the GPU machine does not spend ~2 min of
-#     CPU building it (skip with --no-warmup; gpu_check.sh builds it when absent).
+#     math-verify, latex2sympy2_extended, antlr4-python3-runtime.
+# (The embedded policy is shipped in the package: nothing of it is carried.)
 # About 6 MB. Uses this machine's pip sources (the ones scripts/setup_cpu_env.sh used); a second
 # run with the same inputs returns at once (stamp).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DIR=build/gpu-wheels
-WARMUP=1
 for a in "$@"; do
   case "$a" in
-    --no-warmup) WARMUP=0 ;;
     -*) echo "unknown option $a" >&2; exit 2 ;;
     *) DIR=$a ;;
   esac
@@ -56,20 +53,6 @@ if [ $have_wheels = 0 ]; then
     fi
   done
   echo "$want" > "$STAMP"
-fi
-if [ $WARMUP = 1 ]; then
-  # The default warm-up of the embedded policy (prpo_openrlhf/local/warmup.py), from this
-  # machine's cache or built now (about 2 min of CPU).
-  "$PY" - "$DIR/prpo_cache" <<'PYEOF'
-import shutil, sys
-from pathlib import Path
-from prpo_openrlhf.local.warmup import WarmupConfig, warmed_up_policy
-path, _ = warmed_up_policy(WarmupConfig(), progress=False)
-dst = Path(sys.argv[1]) / "warmup" / Path(path).name
-if not dst.exists():
-    shutil.copytree(path, dst)
-print(f"[gpu-wheels] warm-up policy {dst}")
-PYEOF
 fi
 ls -la "$DIR" | sed 's/^/[gpu-wheels] /'
 du -sh "$DIR" | sed 's/^/[gpu-wheels] total /'

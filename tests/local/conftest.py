@@ -1,29 +1,28 @@
-"""The tiny warmed-up policy of the prpo-local tests: trained once per session, found by every
-trainer of a module that asks for ``cache_dir`` through PRPO_CACHE_DIR.
+"""The tests' tiny warm-up recipe: trained once per session, found through PRPO_CACHE_DIR by every
+module that asks for ``cache_dir``.
 
-The warm-up is a 64-wide policy with 30 SFT steps (seconds, not minutes): it has learned the
-answer format but little arithmetic, which is enough for the loop to run for real. 34 new
-tokens is the least 2-3 operations allow (the tests' task, shorter than the default): the longest
-3-operation solution is 33 bytes, plus EOS.
+A 64-wide, 2-layer policy with 30 SFT steps on 2-3 operation problems (seconds, not minutes): it
+has learned the answer format but little arithmetic.
 """
 import pytest
 
-from prpo_openrlhf.local.config import TrainConfig
+from prpo_openrlhf.local.task import TaskConfig
+from prpo_openrlhf.local.warmup import WarmupConfig
 
-TINY = dict(n_ops="2,3", warmup_steps=30, warmup_hidden_size=64, warmup_num_layers=2, prompts_per_step=4,
-            n_samples_per_prompt=4, train_batch_size=8, max_new_tokens=34, eval_problems=8, eval_steps=2,
-            save_steps=2, engine="hf", progress=False, lr=1e-3)
+TINY = WarmupConfig(task=TaskConfig(n_ops=(2, 3)), steps=30, hidden_size=64, num_layers=2)
+# The same recipe as `prpo-local warmup` flags.
+TINY_FLAGS = ["--warmup.steps", str(TINY.steps), "--warmup.hidden_size", str(TINY.hidden_size),
+              "--warmup.num_layers", str(TINY.num_layers), "--warmup.n_ops", "2,3"]
 
 
 @pytest.fixture(scope="session")
 def _tiny_warmup(tmp_path_factory):
-    from prpo_openrlhf.local.trainer import warmup_config
     from prpo_openrlhf.local.warmup import warmed_up_policy
 
     root = tmp_path_factory.mktemp("prpo_cache")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PRPO_CACHE_DIR", str(root))
-        path, _ = warmed_up_policy(warmup_config(TrainConfig(**TINY)), progress=False, log=lambda *_: None)
+        path, _ = warmed_up_policy(TINY, progress=False, log=lambda *_: None)
     return root, path
 
 

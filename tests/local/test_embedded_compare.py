@@ -5,7 +5,7 @@ import json
 import pytest
 
 from prpo_openrlhf.local import embedded_compare as ec
-from prpo_openrlhf.local.config import UsageError
+from prpo_openrlhf.local.embedded_compare import UsageError
 
 
 def _summary(sampled, greedy=0.9, length=30.0, acc=None, prm=None):

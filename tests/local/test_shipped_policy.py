@@ -1,15 +1,15 @@
-"""The shipped warmed-up policy: found by its recipe's key (no training), a changed --warmup.* flag
+"""The shipped warmed-up policy: found by its recipe's key (no training), a changed recipe
 trains as before, `prpo-local warmup --rebuild` compares a rebuild with it, and the package holds
 the default recipe's policy. Every recipe here is the tests' tiny one, never the real warm-up."""
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
 from prpo_openrlhf.local import warmup as W
-from prpo_openrlhf.local.config import TrainConfig
-from prpo_openrlhf.local.trainer import warmup_config
-from tests.local.conftest import TINY
+from prpo_openrlhf.local.task import TaskConfig
+from tests.local.conftest import TINY, TINY_FLAGS
 
 
 class Trained(Exception):
@@ -25,7 +25,7 @@ def shipped_tiny(cache_dir, tmp_path_factory):
     """The tests' tiny warm-up, shipped into a temporary package folder."""
     _, path = cache_dir
     root = tmp_path_factory.mktemp("shipped")
-    cfg = warmup_config(TrainConfig(**TINY))
+    cfg = TINY
     W.ship(path, cfg, root, full_eval=8, log=lambda *_: None)
     return root, cfg
 
@@ -34,7 +34,7 @@ def test_ship_records_recipe_version_hash_and_accuracies(shipped_tiny):
     root, cfg = shipped_tiny
     dest = root / cfg.key()
     info = json.loads((dest / "warmup.json").read_text())
-    assert info["key"] == cfg.key() and info["config"]["steps"] == TINY["warmup_steps"]
+    assert info["key"] == cfg.key() and info["config"]["steps"] == TINY.steps
     assert info["task_seed"] == cfg.task_seed and info["warmup_format"] == W.WARMUP_FORMAT
     assert info["code_version"] and info["weights_sha256"] == W.weights_sha256(dest)
     assert info["heldout_full"]["problems"] == 8
@@ -55,24 +55,10 @@ def test_a_changed_warmup_flag_trains_a_new_policy(shipped_tiny, tmp_path, monke
     root, _ = shipped_tiny
     monkeypatch.setattr(W, "SHIPPED_ROOT", root)
     monkeypatch.setattr(W, "_build", _no_training)
-    for change in (dict(warmup_steps=TINY["warmup_steps"] + 1), dict(warmup_p_err=0.2), dict(n_ops="3,4", max_new_tokens=48)):
-        cfg = warmup_config(TrainConfig(**{**TINY, **change}))
+    for change in (dict(steps=TINY.steps + 1), dict(p_err=0.2), dict(task=TaskConfig(n_ops=(3, 4)))):
+        cfg = dataclasses.replace(TINY, **change)
         with pytest.raises(Trained):
             W.warmed_up_policy(cfg, root=tmp_path, log=lambda *_: None)
-
-
-def test_trainer_runs_from_the_shipped_policy(shipped_tiny, tmp_path, monkeypatch):
-    from prpo_openrlhf.local.trainer import LocalTrainer
-
-    root, cfg = shipped_tiny
-    monkeypatch.setattr(W, "SHIPPED_ROOT", root)
-    monkeypatch.setattr(W, "_build", _no_training)
-    monkeypatch.setenv("PRPO_CACHE_DIR", str(tmp_path / "empty_cache"))
-    trainer = LocalTrainer(TrainConfig(**{**TINY, "num_steps": 1, "output_dir": str(tmp_path / "run")}),
-                           log=lambda *_: None)
-    assert Path(trainer.model_path) == root / cfg.key()
-    trainer.train()
-    assert W.weights_sha256(root / cfg.key()) == json.loads((root / cfg.key() / "warmup.json").read_text())["weights_sha256"]
 
 
 def test_rebuild_matches_the_shipped_policy_bit_for_bit(shipped_tiny, tmp_path):
@@ -93,9 +79,7 @@ def test_rebuild_reports_a_mismatch_and_the_cli_exits_1(shipped_tiny, tmp_path, 
     (other / cfg.key() / "warmup.json").write_text(json.dumps(info))
     monkeypatch.setattr(W, "SHIPPED_ROOT", other)
     monkeypatch.setenv("PRPO_CACHE_DIR", str(tmp_path / "cache"))
-    rc = main(["warmup", "--rebuild", "--local.no_progress", "--warmup.steps", str(TINY["warmup_steps"]),
-               "--warmup.hidden_size", str(TINY["warmup_hidden_size"]), "--warmup.num_layers",
-               str(TINY["warmup_num_layers"]), "--local.n_ops", TrainConfig(**TINY).n_ops])
+    rc = main(["warmup", "--rebuild", "--local.no_progress", *TINY_FLAGS])
     out = capsys.readouterr().out
     assert rc == 1 and "differs from the shipped policy" in out and "-25.0%" in out
 
@@ -104,14 +88,12 @@ def test_warmup_cli_prints_the_policy_path(cache_dir, capsys):
     from prpo_openrlhf.local.__main__ import main
 
     root, path = cache_dir
-    rc = main(["warmup", "--local.no_progress", "--warmup.steps", str(TINY["warmup_steps"]),
-               "--warmup.hidden_size", str(TINY["warmup_hidden_size"]), "--warmup.num_layers",
-               str(TINY["warmup_num_layers"]), "--local.n_ops", TrainConfig(**TINY).n_ops])
+    rc = main(["warmup", "--local.no_progress", *TINY_FLAGS])
     assert rc == 0 and capsys.readouterr().out.strip().endswith(path)
 
 
 def test_the_package_ships_the_default_recipe():
-    cfg = warmup_config(TrainConfig())
+    cfg = W.WarmupConfig()
     found = W.shipped_policy(cfg)
     assert found is not None, f"no shipped policy for the default recipe {cfg.key()} in {W.SHIPPED_ROOT}"
     path, info = found

@@ -101,15 +101,3 @@ def test_slips_terminate_on_negative_carried_values():
     assert all(_slip(rng, v) != v for v in (-50, -3, 0, 1, 99))
     assert _slip(rng, -50) < 0 and _slip(rng, 0) > 0
 
-
-def test_lr_schedule_follows_openrlhfs_cosine_with_min_lr():
-    from prpo_openrlhf.local.config import TrainConfig, lr_factor
-
-    constant = TrainConfig(lr_warmup_ratio=0.0)
-    assert [lr_factor(constant, i, 200) for i in (0, 100, 199)] == [1.0, 1.0, 1.0]
-    cos = TrainConfig(lr_scheduler="cosine_with_min_lr", lr_warmup_ratio=0.03, min_lr_ratio=0.1)
-    # 6 warm-up updates of 200: 1/6 .. 6/6, then cosine from 1 down towards 0.1.
-    assert [round(lr_factor(cos, i, 200), 4) for i in (0, 5)] == [round(1 / 6, 4), 1.0]
-    assert lr_factor(cos, 6, 200) == 1.0
-    assert abs(lr_factor(cos, 6 + 97, 200) - 0.55) < 1e-9  # half-way: 0.1 + 0.9 * 0.5
-    assert 0.1 <= lr_factor(cos, 199, 200) < 0.1001
