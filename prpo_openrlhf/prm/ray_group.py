@@ -36,10 +36,21 @@ from .scorer import PRMStats
 
 logger = logging.getLogger(__name__)
 COALESCE_THREADS = 32  # calls an actor holds at once with coalesce=True (the rest queue in Ray)
+PIN_ENV = "PRPO_PRM_CPUS"  # e.g. "1": the PRM actors' cores (benchmarks/bench_pinned.py)
 
 
 class PRMActorGroupError(RuntimeError):
     """A PRM actor kept failing (or its placement group could not be scheduled)."""
+
+
+def pin_process(cpus: set[int]) -> None:
+    """Every thread of this process (Ray's own included) on ``cpus``; threads and processes
+    started later inherit it. Linux's affinity is per thread, hence the walk over /proc."""
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except ProcessLookupError:  # a thread that ended meanwhile
+            pass
 
 
 class PRMActor:
@@ -47,6 +58,13 @@ class PRMActor:
 
     def __init__(self, model_name_or_path: str, backend: str, scorer_kwargs: dict,
                  num_threads: int | None, coalesce: bool = False):
+        if os.environ.get(PIN_ENV):
+            # A PRM on cores of its own, the rest of the training on the others: on one machine,
+            # the cluster's split of the PRM's hardware from the policy's (benchmarks only).
+            cpus = {int(c) for c in os.environ[PIN_ENV].split(",")}
+            pin_process(cpus)
+            num_threads = num_threads or len(cpus)
+            logger.warning("PRM actor pinned to CPUs %s (%s)", sorted(cpus), PIN_ENV)
         if num_threads:
             import torch
 

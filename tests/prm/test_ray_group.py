@@ -156,3 +156,31 @@ def test_an_actor_that_stays_dead_fails_the_call_after_max_failures(group):
                                                  r"responses \[\d+, 16\)"):
         future.result(timeout=300)
     assert future.failures == {1: 2}  # the first death and the retry; no scores made up
+
+
+def test_pin_process_moves_every_thread_and_what_starts_later():
+    """PRPO_PRM_CPUS pins the PRM actor's whole process (benchmarks/bench_pinned.py): threads that
+    were already running (Ray's) and a process started afterwards (vLLM's engine core)."""
+    import subprocess
+    import sys
+
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs 2 CPUs")
+    script = (
+        "import os, subprocess, sys, threading, time\n"
+        "from prpo_openrlhf.prm.ray_group import pin_process\n"
+        "ev = threading.Event()\n"
+        "t = threading.Thread(target=ev.wait, daemon=True); t.start()\n"
+        f"pin_process({{{cpus[-1]}}})\n"
+        "tids = os.listdir('/proc/self/task')\n"
+        "print(sorted({c for tid in tids for c in os.sched_getaffinity(int(tid))}), len(tids))\n"
+        "print(subprocess.run([sys.executable, '-c', 'import os; print(sorted(os.sched_getaffinity(0)))'],\n"
+        "                     capture_output=True, text=True).stdout.strip())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    threads_line, child_line = out.stdout.strip().splitlines()
+    allowed, n_threads = threads_line.rsplit(" ", 1)
+    assert allowed == f"[{cpus[-1]}]" and int(n_threads) >= 2  # the waiting thread and the main one at least
+    assert child_line == f"[{cpus[-1]}]"
