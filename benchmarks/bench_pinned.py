@@ -20,14 +20,16 @@ PRPO, PRPO --prm.coalesce, GRPO, ...), so drift hits all. Per kind: the median o
 quartiles, the ratio to GRPO's, `prm/wait_s` as a share of the step, and the PRM's forward sizes
 (`prm/forward_responses`: responses per PRM forward; with coalescing, groups share forwards).
 
-    .venv/bin/python benchmarks/bench_pinned.py [--rounds 2] [--steps 10] [--prompts 48]
+    .venv/bin/python benchmarks/bench_pinned.py [--rounds 2] [--steps 10] [--prompts 64]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import signal
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -67,6 +69,7 @@ def summary(runs: list[dict], skip: int) -> dict:
         waits = [w / t for r in runs for w, t in zip(r["wait_s"][skip:], r["step_total"][skip:])]
         out["wait_share"] = statistics.median(waits)
         out["wait_share_max"] = max(waits)
+        # 0 when calls are not coalesced (each call is its own forward: one prompt group)
         out["forward_responses"] = statistics.median([x for r in runs for x in r["forward_responses"][skip:]])
     return out
 
@@ -76,12 +79,17 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--steps", type=int, default=10, help="training steps per run")
     ap.add_argument("--skip", type=int, default=2, help="first steps of each run left out (vLLM warm-up)")
-    ap.add_argument("--prompts", type=int, default=48, help="prompts per step (x 8 samples)")
+    ap.add_argument("--prompts", type=int, default=64, help="prompts per step (x 8 samples)")
     ap.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated, from: {', '.join(KINDS)}")
     ap.add_argument("--train-cpus", default="0")
     ap.add_argument("--prm-cpus", default="1")
     ap.add_argument("--out", default=str(ROOT / "runs" / f"bench-pinned-{time.strftime('%Y%m%d-%H%M%S')}"))
+    ap.add_argument("--summarize", action="store_true", help="print the table of the runs already in --out")
     args = ap.parse_args(argv)
+    if args.summarize:
+        return report(json.loads((Path(args.out) / "runs.json").read_text()), args)
+    # SIGTERM unwinds like Ctrl-C, so the run's private Ray head is stopped too.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     kinds = [k.strip() for k in args.kinds.split(",")]
     os.sched_setaffinity(0, cpus(args.train_cpus))  # before any thread or process is started
     os.environ["PRPO_PRM_CPUS"] = args.prm_cpus      # reaches the PRM actor through the Ray head
@@ -100,7 +108,11 @@ def main(argv=None) -> int:
             (out / "runs.json").write_text(json.dumps(got))
             print(f"[bench] round {r + 1}, {kind}: median step {statistics.median(got[kind][-1]['step_total'][args.skip:]):.1f} s, "
                   f"{time.monotonic() - t0:.0f} s in all", flush=True)
-    res = {k: summary(v, args.skip) for k, v in got.items()}
+    return report(got, args)
+
+
+def report(got: dict, args) -> int:
+    res = {k: summary(v, args.skip) for k, v in got.items() if v}
     base = res.get("GRPO", {}).get("step_s")
     print(f"\n{args.prompts} prompts x 8 samples a step; training on CPUs {args.train_cpus}, PRM on {args.prm_cpus}")
     print("| run | step (s), median [quartiles] | per run | / GRPO | prm/wait_s share of the step, median (max) | responses per PRM forward |")
@@ -108,9 +120,10 @@ def main(argv=None) -> int:
     for k, s in res.items():
         ratio = f"{s['step_s'] / base:.3f}x" if base else "-"
         wait = f"{100 * s['wait_share']:.1f}% ({100 * s['wait_share_max']:.1f}%)" if "wait_share" in s else "-"
-        fwd = f"{s['forward_responses']:.0f}" if "forward_responses" in s else "-"
+        fwd = "-" if "forward_responses" not in s else \
+            f"{s['forward_responses']:.0f}" if s["forward_responses"] else "one group (8) per call"
         print(f"| {k} | {s['step_s']:.2f} [{s['q1']:.2f}-{s['q3']:.2f}], n {s['n']} | {s['per_run']} | {ratio} | {wait} | {fwd} |")
-    (out / "result.json").write_text(json.dumps(res, indent=1))
+    (Path(args.out) / "result.json").write_text(json.dumps(res, indent=1))
     return 0
 
 
