@@ -82,15 +82,16 @@ def body(p: Part) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from prpo_openrlhf.local.sampling import HFSampler
     from prpo_openrlhf.local.task import ArithmeticTask
     from prpo_openrlhf.local.warmup import WarmupConfig, heldout_accuracy, shipped_policy
-    from prpo_openrlhf.local.sampling import HFSampler
 
     torch.set_num_threads(1)  # the CPU side: the tiny policy's matrices are too small to split
     dev = p.device
     cfg = WarmupConfig()
     found = shipped_policy(cfg)
-    p.check("the package ships the policy", found is not None, f"no shipped policy {cfg.key()}")
+    if not p.check("the package ships the policy", found is not None, f"no shipped policy {cfg.key()}"):
+        return
     path = found[0]
     tok = AutoTokenizer.from_pretrained(path)
     cpu = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
