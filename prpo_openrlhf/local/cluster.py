@@ -275,7 +275,7 @@ def run_command(cmd: list[str], *, num_gpus: int, num_cpus: int, log_file: Path,
             try:
                 code = proc.wait()
             except KeyboardInterrupt:
-                code = _end_group(proc, grace_s)
+                code = end_group(proc, grace_s)
             log(f"[cluster] {Path(cmd[0]).name} exited with {code} after {time.monotonic() - start:.0f} s; "
                 f"stopping the Ray head at {address}", file=sys.stderr)
     except KeyboardInterrupt:  # a signal while the head started: it is stopped already
@@ -288,7 +288,9 @@ def run_command(cmd: list[str], *, num_gpus: int, num_cpus: int, log_file: Path,
     return code if code >= 0 else 128 - code  # Popen gives -N for "killed by signal N"
 
 
-def _end_group(proc: subprocess.Popen, grace_s: float) -> int:
+def end_group(proc: subprocess.Popen, grace_s: float) -> int:
+    """SIGTERM to ``proc``'s process group (started with ``start_new_session``), SIGKILL after
+    ``grace_s``; its exit code."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)
     try:

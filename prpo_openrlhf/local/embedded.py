@@ -150,7 +150,7 @@ class _StepPrinter(threading.Thread):
 
 def train(run_dir: Path, env_paths: dict, extra_env: dict, total_steps: int) -> tuple[Path, dict]:
     """The launch script under ``ray job submit`` on a private Ray head; (saved model, scalars)."""
-    from prpo_openrlhf.local.cluster import private_ray_head
+    from prpo_openrlhf.local.cluster import end_group, private_ray_head
     from prpo_openrlhf.testing.tiny_run import read_scalars
 
     save_root, log_root = run_dir / "checkpoints", run_dir / "tensorboard"
@@ -165,8 +165,15 @@ def train(run_dir: Path, env_paths: dict, extra_env: dict, total_steps: int) -> 
         printer = _StepPrinter(log_root, total_steps)
         printer.start()
         with open(log_file, "w") as log:
-            status = subprocess.run(["bash", str(SCRIPTS / LAUNCH)], env={**env, "RAY_ADDRESS": address},
-                                    stdout=log, stderr=subprocess.STDOUT).returncode
+            # A group of its own: the launch script's background job_wait goes with it when this
+            # process is stopped (it stops the job), instead of polling a stopped head for 300 s.
+            proc = subprocess.Popen(["bash", str(SCRIPTS / LAUNCH)], env={**env, "RAY_ADDRESS": address},
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                status = proc.wait()
+            except BaseException:  # Ctrl-C, or SIGTERM's SystemExit
+                end_group(proc, grace_s=30)
+                raise
         printer.done.set()
         printer.join()
         printer.poll()
