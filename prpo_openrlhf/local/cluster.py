@@ -114,6 +114,19 @@ def _node_flags(ports: dict, num_gpus: int, num_cpus: int, resources: dict | Non
             *([f"--resources={json.dumps(resources)}"] if resources else [])]
 
 
+def _spawn_node(cmd: list[str], env: dict, log_file: Path, lock):
+    """``ray start`` of one node in a session of its own, output appended to ``log_file``. The node
+    holds its port block's lock too, so its ports stay reserved while either of us lives; a start
+    that fails gives the block back."""
+    try:
+        with open(log_file, "ab") as log:
+            return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                    pass_fds=(lock.fileno(),))
+    except BaseException:
+        lock.close()
+        raise
+
+
 def _start_head(num_gpus: int, num_cpus: int, log_file: Path, ready_timeout_s: float, resources: dict | None = None):
     """One ``ray start --head --block`` on a reserved port block: (process, dashboard address, temp
     dir, the block's lock, the GCS address) once the node has registered and the dashboard
@@ -133,14 +146,7 @@ def _start_head(num_gpus: int, num_cpus: int, log_file: Path, ready_timeout_s: f
     env.setdefault("RAY_DASHBOARD_STARTUP_TIMEOUT_S", str(int(ready_timeout_s)))
     log_file.parent.mkdir(parents=True, exist_ok=True)
     offset = log_file.stat().st_size if log_file.exists() else 0  # the log is shared by every attempt
-    try:
-        with open(log_file, "ab") as log:
-            # The head holds the block's lock too: its ports stay reserved while either of us lives.
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                                    pass_fds=(lock.fileno(),))
-    except BaseException:
-        lock.close()
-        raise
+    proc = _spawn_node(cmd, env, log_file, lock)
     address = f"http://127.0.0.1:{ports['dashboard']}"
     deadline = time.monotonic() + ready_timeout_s
     try:
@@ -215,14 +221,7 @@ def _start_worker(gcs: str, log_file: Path, ready_timeout_s: float, *, num_gpus:
     once it has joined; RuntimeError if it exits first, TimeoutError after ``ready_timeout_s``."""
     lock, ports = reserve_port_block()
     cmd = [_ray_cli(), "start", f"--address={gcs}", "--block", *_node_flags(ports, num_gpus, num_cpus, resources)]
-    env = _ray_env()
-    try:
-        with open(log_file, "ab") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                                    pass_fds=(lock.fileno(),))
-    except BaseException:
-        lock.close()
-        raise
+    proc = _spawn_node(cmd, _ray_env(), log_file, lock)
     deadline = time.monotonic() + ready_timeout_s
     try:
         while HEAD_STARTED.encode() not in log_file.read_bytes():
