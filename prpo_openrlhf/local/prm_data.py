@@ -159,8 +159,8 @@ def split_segments(policy, tok, samples, splits: list[tuple[str, int, int]], see
     """Segment texts per response for line ends and for each (method, k, min_gap) of ``splits``,
     cut as the trainer cuts them (``segment_batch`` over the policy's token entropies at
     temperature 1, here from an HF forward pass; segment text without special tokens)."""
-    from prpo_openrlhf.algorithms.segmentation import segment_batch, segment_ranges
-    from prpo_openrlhf.local.sampling import response_entropies
+    from prpo_openrlhf.algorithms.segmentation import segment_batch
+    from prpo_openrlhf.local.sampling import decode_segments, response_entropies
 
     newline = tok.encode("\n", add_special_tokens=False)[0]
     special = set(tok.all_special_ids)
@@ -170,9 +170,8 @@ def split_segments(policy, tok, samples, splits: list[tuple[str, int, int]], see
         return out
     ent, action_mask = response_entropies(policy.eval(), samples, tok.pad_token_id)
     for method, k, gap in splits:
-        ranges = segment_ranges(segment_batch(ent, action_mask, method, k, gap, seed))
-        out[f"{method}_k{k}_gap{gap}"] = [[tok.decode(s.response_ids[a:b], skip_special_tokens=True)
-                                           for a, b in segs] for s, segs in zip(samples, ranges)]
+        seg_ids = segment_batch(ent, action_mask, method, k, gap, seed)
+        out[f"{method}_k{k}_gap{gap}"] = decode_segments(tok, samples, seg_ids)
     return out
 
 

@@ -87,6 +87,15 @@ class HFSampler:
         return samples
 
 
+def decode_segments(tokenizer, samples: list[Sample], segment_ids: torch.Tensor) -> list[list[str]]:
+    """Per sample, the text of each segment of a (B, T) segment-id tensor (``segment_batch``),
+    special tokens dropped, as the trainer sends segments to the PRM."""
+    from prpo_openrlhf.algorithms.segmentation import segment_ranges
+
+    return [[tokenizer.decode(s.response_ids[a:b], skip_special_tokens=True) for a, b in ranges]
+            for s, ranges in zip(samples, segment_ranges(segment_ids))]
+
+
 def pad_responses(samples: list[Sample], pad_id: int):
     """Right-padded prompt + response rows: (input_ids (B, L), attention_mask (B, L), logit_index
     (B, T), response tokens (B, T), action_mask (B, T) float), T the longest response. The logits

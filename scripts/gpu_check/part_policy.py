@@ -32,8 +32,9 @@ def experience(policy, tok, task, n_prompts: int, n: int) -> dict:
 
     from prpo_openrlhf.algorithms.advantages import prpo_advantages
     from prpo_openrlhf.algorithms.rewards import grade_batch
-    from prpo_openrlhf.algorithms.segmentation import scores_to_tokens, segment_batch, segment_ranges
-    from prpo_openrlhf.local.sampling import HFSampler, chat_prompt_ids, pad_responses, response_entropies
+    from prpo_openrlhf.algorithms.segmentation import scores_to_tokens, segment_batch
+    from prpo_openrlhf.local.sampling import (HFSampler, chat_prompt_ids, decode_segments, pad_responses,
+                                              response_entropies)
     from prpo_openrlhf.local.verifier import ExactProcessVerifier
 
     problems = task.train_batch(n_prompts, "gpu-check")
@@ -43,8 +44,7 @@ def experience(policy, tok, task, n_prompts: int, n: int) -> dict:
     ok = grade_batch([s.text for s in samples], [str(p.answer) for p in problems for _ in range(n)])
     ent, mask = response_entropies(policy, samples, tok.pad_token_id)
     seg_ids = segment_batch(ent, mask, "entropy", 5, 10, 0)
-    segs = [[tok.decode(s.response_ids[a:b], skip_special_tokens=True) for a, b in r]
-            for s, r in zip(samples, segment_ranges(seg_ids))]
+    segs = decode_segments(tok, samples, seg_ids)
     proc = scores_to_tokens(ExactProcessVerifier("strict").score(texts, segs), seg_ids)
     rewards = torch.tensor([1.0 if x else -1.0 for x in ok])
     adv = prpo_advantages(proc, rewards, mask, n, segment_ids=seg_ids)
