@@ -83,6 +83,12 @@ def run_dir(root: Path, method: str, arm: str, seed: int) -> Path:
     return root / ("no-prm" if method in NO_PROCESS else arm) / slug(method) / f"seed{seed}"
 
 
+def finished_seeds(root: Path, method: str, arm: str) -> list[int]:
+    """The seeds of ``method`` under ``arm`` whose run has finished (its ``summary.json``)."""
+    where = run_dir(root, method, arm, 0).parent
+    return sorted(int(d.name[4:]) for d in where.glob("seed*") if (d / "summary.json").is_file())
+
+
 def run_one(root: Path, method: str, arm: str, seed: int, start: dict, settings: dict, log=print) -> dict:
     """One training through the real pipeline and the evaluation of its final policy; reused when
     ``summary.json`` exists with the same settings. Returns the run's summary."""
@@ -161,16 +167,21 @@ def orderings(rows: dict[str, list[dict]]) -> list[str]:
         return statistics.mean(r[key] for r in rows[name]) if name in rows else None
 
     sd = pooled_sd(rows)
-    n = min(len(v) for v in rows.values())
-    margin = max(0.02, 2 * sd * (2 / n) ** 0.5) if sd is not None else 0.02
-    out = [f"A gap counts when it is larger than {100 * margin:.1f} points (sampled accuracy)."]
+
+    def margin(a, b):  # two standard errors of the difference of two means over seeds, at least 2 points
+        return max(0.02, 2 * sd * (1 / len(rows[a]) + 1 / len(rows[b])) ** 0.5) if sd is not None else 0.02
+
+    out = ["A gap counts when it is larger than 2 points (sampled accuracy) and than two standard errors of the "
+           "difference (the pooled sd, each side's seeds); the margin is given with each."]
 
     def above(a, b):
         ma, mb = mean(a), mean(b)
         if ma is None or mb is None:
             return f"{a} vs {b}: not run"
-        verdict = "seen" if ma - mb > margin else ("reversed" if mb - ma > margin else "not resolved (within the margin)")
-        return f"{a} {100 * ma:.1f} vs {b} {100 * mb:.1f}: {verdict}"
+        m = margin(a, b)
+        gap = f"{100 * (ma - mb):+.1f} points, margin {100 * m:.1f}"
+        verdict = "seen" if ma - mb > m else ("reversed" if mb - ma > m else "not resolved (within the margin)")
+        return f"{a} {100 * ma:.1f} vs {b} {100 * mb:.1f} ({gap}): {verdict}"
 
     out.append(f"PRPO > GRPO (paper: 64.4 vs 57.0 on MATH500): {above('PRPO', 'GRPO')}")
     out.append(f"entropy split > uniform split (paper: 64.4 vs 29.8): {above('PRPO', 'PRPO uniform split')}")
@@ -226,6 +237,8 @@ def _parse(argv):
     p.add_argument("--compare.eval_problems", dest="eval_problems", type=int, default=512)
     p.add_argument("--compare.prompts", dest="n_prompts", type=int, default=embedded.N_PROMPTS,
                    help=f"training prompts, one pass ({embedded.N_PROMPTS}: 60 steps of {embedded.ROLLOUT_BATCH})")
+    p.add_argument("--compare.report", dest="report", action="store_true",
+                   help="train nothing: write the tables from every finished run under --compare.dir (all seeds)")
     args = p.parse_args(argv)
     args.command = " ".join(sys.argv[1:] if argv is None else argv)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -258,6 +271,9 @@ def run_compare(args, log=print) -> dict:
                                         args.eval_problems, start_file)
     todo = [(arm, m, s) for arm in args.prms for m in args.methods for s in args.seeds
             if not (m in NO_PROCESS and arm != args.prms[0])]
+    if args.report:  # the tables from what is on disk: every finished seed, nothing trained
+        todo = [(arm, m, s) for arm, m in dict.fromkeys((arm, m) for arm, m, _ in todo)
+                for s in finished_seeds(root, m, arm)]
     runs: dict[str, dict[str, list[dict]]] = {arm: {} for arm in args.prms}
     failed = []
     for i, (arm, method, seed) in enumerate(todo, 1):
@@ -276,7 +292,8 @@ def run_compare(args, log=print) -> dict:
                 runs[arm] = {m: runs[args.prms[0]][m], **runs[arm]}
     text = (f"# The comparison on the real pipeline (train_prpo_ray), embedded task\n\n"
             f"From the shipped policy, {args.n_prompts // embedded.ROLLOUT_BATCH} steps of {embedded.ROLLOUT_BATCH} "
-            f"prompts x 8 samples, seeds {args.seeds}; held-out: {args.eval_problems} problems, greedy pass@1 and "
+            f"prompts x 8 samples, seeds {'(every finished run)' if args.report else args.seeds}; held-out: "
+            f"{args.eval_problems} problems, greedy pass@1 and "
             f"sampled mean@4 (temperature 1); mean ± sd over seeds.\n"
             f"Command: python -m prpo_openrlhf.local.embedded_compare {args.command}\n")
     if failed:

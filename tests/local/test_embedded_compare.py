@@ -34,13 +34,14 @@ def test_orderings_name_what_is_seen_reversed_and_unresolved():
             "process-only": [ec.row_of(_summary(0.5, length=12.0))],
             "PRPO relative norm": [ec.row_of(_summary(0.6, acc=[0.9] * 10 + [0.5] * 10))]}
     lines = ec.orderings(rows)
-    assert lines[0].startswith("A gap counts when it is larger than 2.0 points")
-    assert lines[1].endswith("PRPO 85.0 vs GRPO 80.0: seen")
-    assert lines[2].endswith("PRPO 85.0 vs PRPO uniform split 86.0: not resolved (within the margin)")
-    assert lines[3].endswith("PRPO uniform split 86.0 vs PRPO random split 70.0: seen")
+    assert lines[0].startswith("A gap counts when it is larger than 2 points")
+    assert lines[1].endswith("PRPO 85.0 vs GRPO 80.0 (+5.0 points, margin 2.0): seen")
+    assert lines[2].endswith("PRPO 85.0 vs PRPO uniform split 86.0 (-1.0 points, margin 2.0): "
+                             "not resolved (within the margin)")
+    assert lines[3].endswith("PRPO uniform split 86.0 vs PRPO random split 70.0 (+16.0 points, margin 2.0): seen")
     assert "12.0 vs GRPO's 30.0 tokens: seen" in lines[4]
     assert "falls 40.0 points from its peak (PRPO's prior normalisation: 0.0): seen" in lines[5]
-    assert lines[5].endswith("PRPO 85.0 vs PRPO relative norm 60.0: seen")
+    assert lines[5].endswith("PRPO 85.0 vs PRPO relative norm 60.0 (+25.0 points, margin 2.0): seen")
     flipped = ec.orderings({"GRPO": [ec.row_of(_summary(0.85))], "PRPO": [ec.row_of(_summary(0.80))]})
     assert flipped[1].endswith("reversed") and len(flipped) == 4  # no process-only / relative rows: not claimed
 
@@ -50,8 +51,10 @@ def test_margin_grows_with_the_seeds_spread():
             "PRPO": [ec.row_of(_summary(x)) for x in (0.75, 0.85, 0.95)]}
     lines = ec.orderings(rows)
     # pooled sd 0.10 over 3 seeds: 2 * 0.1 * sqrt(2/3) = 16.3 points, so a 5-point gap is not resolved
-    assert lines[0].startswith("A gap counts when it is larger than 16.3 points")
-    assert lines[1].endswith("not resolved (within the margin)")
+    assert lines[1].endswith("(+5.0 points, margin 16.3): not resolved (within the margin)")
+    # a method run once against one run 3 times: 2 * 0.1 * sqrt(1 + 1/3) = 23.1 points
+    rows["PRPO"] = rows["PRPO"][:1]
+    assert ec.orderings(rows)[1].endswith("(-5.0 points, margin 23.1): not resolved (within the margin)")
     text = ec.table(rows, {"sampled": {"accuracy": 0.6, "response_length": 40.0}, "greedy": {"accuracy": 0.9}})
     assert "| GRPO | 80.0 ± 10.0 | 90.0 ± 0.0 | 30.0 ± 0.0 |" in text and "| 3 |" in text
     assert "Pooled sd over seeds of the final sampled accuracy: 10.00 points." in text
@@ -81,6 +84,24 @@ def test_a_finished_run_under_other_settings_is_refused(tmp_path):
                                                   "extra_args": extra, "eval_problems": 512, "n_prompts": 960}))
     with pytest.raises(UsageError, match=r"other settings \(n_prompts\)"):
         ec.run_one(tmp_path, "PRPO", "exact", 1, {}, {"eval_problems": 512, "n_prompts": 480})
+
+
+def test_report_reads_every_finished_seed_and_trains_nothing(tmp_path):
+    start = {"sampled": {"accuracy": 0.6, "response_length": 30.0}, "greedy": {"accuracy": 0.9}}
+    (tmp_path / "eval_start-512.json").write_text(json.dumps(start))
+    for method, seed, sampled in (("GRPO", 42, 0.80), ("GRPO", 1, 0.82), ("PRPO", 7, 0.85)):
+        out = ec.run_dir(tmp_path, method, "exact", seed)
+        out.mkdir(parents=True)
+        script, extra = ec.METHODS[method]
+        summary = {"method": method, "prm": "none" if method == "GRPO" else "exact", "seed": seed, "script": script,
+                   "extra_args": extra, "eval_problems": 512, "n_prompts": 960, **_summary(sampled)}
+        (out / "summary.json").write_text(json.dumps(summary))
+    ec.run_dir(tmp_path, "PRPO", "exact", 8).mkdir()  # unfinished: left out, and not run
+    assert ec.main(["--compare.dir", str(tmp_path), "--compare.prms", "exact", "--compare.report"]) == 0
+    rows = json.loads((tmp_path / "compare.json").read_text())["arms"]["exact"]
+    assert [r["sampled_accuracy"] for r in rows["GRPO"]] == [0.82, 0.80] and len(rows["PRPO"]) == 1
+    assert not (ec.run_dir(tmp_path, "PRPO", "exact", 8) / "train.log").exists()
+    assert "seeds (every finished run)" in (tmp_path / "compare.md").read_text()
 
 
 @pytest.mark.slow
