@@ -29,7 +29,8 @@ embedded task from the shipped policy, with the shipped learned PRM (4x the poli
 served by vLLM's pooling runner on its own actor, at larger sizes so a step lasts long enough to
 time (--prompts x 8 samples, 64 new tokens). The kinds run interleaved, round after round (GRPO,
 PRPO, PRPO --prm.coalesce, GRPO, ...), so drift hits all. Per kind: the median of OpenRLHF's
-`timing/step_total` over all measured steps (the first --skip of each run left out) with its
+`timing/step_total` over all measured steps (the first --skip of each run left out; of
+concurrent trainings, only the steps during which all of them were training) with its
 quartiles, the ratio to GRPO's, `prm/wait_s` as a share of the step, and the PRM's forward sizes
 (`prm/forward_responses`: responses per PRM forward; with coalescing, groups share forwards).
 
@@ -187,10 +188,33 @@ def one_run(out: Path, kind: str, steps: int, prompts: int, env_paths: dict) -> 
     data.write_text("\n".join((rows * (1 + steps * prompts // len(rows)))[: steps * prompts]) + "\n")
     sizes = {"ROLLOUT_BATCH": prompts, "ROLLOUT_MICRO_BATCH": prompts, "TRAIN_BATCH": prompts * 4,
              "TRAIN_MICRO_BATCH": 32, "EMBEDDED_SCRIPT": script, "EXTRA_ARGS": extra}
-    _, s = train(out, {**env_paths, "PROMPT_DATA": str(data)}, {k: str(v) for k, v in sizes.items()}, steps)
-    return {tag.rsplit("/", 1)[-1]: [v for _, v in s[tag]] for tag in
-            ("train/timing/step_total", *(f"train/timing/{part}" for part in PARTS), "train/prm/wait_s",
-             "train/prm/forward_responses") if tag in s}
+    saved, s = train(out, {**env_paths, "PROMPT_DATA": str(data)}, {k: str(v) for k, v in sizes.items()}, steps)
+    result = {tag.rsplit("/", 1)[-1]: [v for _, v in s[tag]] for tag in
+              ("train/timing/step_total", *(f"train/timing/{part}" for part in PARTS), "train/prm/wait_s",
+               "train/prm/forward_responses") if tag in s}
+    result["ended_at"] = step_end_times(out / "tensorboard" / saved.name)
+    return result
+
+
+def step_end_times(log_dir: Path) -> list[float]:
+    """Wall-clock time at which each step's metrics were written (the step's end)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (run,) = [p for p in log_dir.iterdir() if p.is_dir()]
+    events = EventAccumulator(str(run))
+    events.Reload()
+    return [e.wall_time for e in events.Scalars("train/timing/step_total")]
+
+
+def common_window(results: list[dict], skip: int) -> None:
+    """Concurrent trainings are measured only while all of them train: from the moment the last
+    one has done its ``skip`` warm-up steps to the moment the first one ends. Sets each result's
+    ``window`` [first, last + 1) to the steps that lie wholly inside."""
+    start = max(r["ended_at"][skip - 1] if skip else r["ended_at"][0] - r["step_total"][0] for r in results)
+    end = min(r["ended_at"][-1] for r in results)
+    for r in results:
+        inside = [i for i, (t, d) in enumerate(zip(r["ended_at"], r["step_total"])) if t - d >= start and t <= end]
+        r["window"] = [inside[0], inside[-1] + 1] if inside else [0, 0]
 
 
 def run_kind(out: Path, kind: str, args) -> list[dict]:
@@ -222,7 +246,10 @@ def run_kind(out: Path, kind: str, args) -> list[dict]:
     failed = [str(d / "bench.log") for d, code in zip(dirs, codes) if code]
     if failed:
         raise RuntimeError(f"{kind}: training failed, see {', '.join(failed)}")
-    return [json.loads((d / "result.json").read_text()) for d in dirs]
+    results = [json.loads((d / "result.json").read_text()) for d in dirs]
+    if len(results) > 1:
+        common_window(results, args.skip)
+    return results
 
 
 def _wait_for_head(log: Path, proc: subprocess.Popen, timeout_s: float = 600.0) -> None:
@@ -235,19 +262,24 @@ def _wait_for_head(log: Path, proc: subprocess.Popen, timeout_s: float = 600.0) 
 
 
 def summary(runs: list[dict], skip: int) -> dict:
-    steps = [x for r in runs for x in r["step_total"][skip:]]
+    def measured(r, key):  # a run's own window (concurrent trainings), else all but its first `skip` steps
+        return r[key][slice(*r.get("window", (skip, None)))]
+
+    steps = [x for r in runs for x in measured(r, "step_total")]
+    if len(steps) < 2:
+        raise ValueError(f"{len(steps)} measured step(s): run more --steps")
     q = statistics.quantiles(steps, n=4)
     out = {"step_s": statistics.median(steps), "q1": q[0], "q3": q[2], "n": len(steps),
-           "per_run": [round(statistics.median(r["step_total"][skip:]), 2) for r in runs]}
+           "per_run": [round(statistics.median(measured(r, "step_total")), 2) for r in runs]}
     if "wait_s" in runs[0]:
-        waits = [w / t for r in runs for w, t in zip(r["wait_s"][skip:], r["step_total"][skip:])]
+        waits = [w / t for r in runs for w, t in zip(measured(r, "wait_s"), measured(r, "step_total"))]
         out["wait_share"] = statistics.median(waits)
         out["wait_share_max"] = max(waits)
     for part in (*PARTS, "wait_s"):
         if part in runs[0]:
-            out[part] = statistics.median(x for r in runs for x in r[part][skip:])
+            out[part] = statistics.median(x for r in runs for x in measured(r, part))
     if "forward_responses" in runs[0]:  # the PRM actor's; 0 when calls are not coalesced (one group a forward)
-        out["forward_responses"] = statistics.median([x for r in runs for x in r["forward_responses"][skip:]])
+        out["forward_responses"] = statistics.median(x for r in runs for x in measured(r, "forward_responses"))
     return out
 
 
@@ -295,7 +327,7 @@ def main(argv=None) -> int:
             results = run_kind(d, kind, args)
             got[kind].extend(results)
             (out / "runs.json").write_text(json.dumps(got))
-            medians = ", ".join(f"{statistics.median(x['step_total'][args.skip:]):.1f}" for x in results)
+            medians = ", ".join(f"{summary([x], args.skip)['step_s']:.1f}" for x in results)
             print(f"[bench] round {r + 1}, {kind}: median step {medians} s, {time.monotonic() - t0:.0f} s in all",
                   flush=True)
     return report(got, args)

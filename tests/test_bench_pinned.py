@@ -66,3 +66,16 @@ def test_kinds(bench):
     s = bench.summary(runs, skip=1)
     assert s["step_s"] == 11.0 and s["wait_s"] == 1.1 and s["generation"] == 5.0 and "forward_responses" not in s
     assert s["wait_share"] == pytest.approx(0.1)
+
+
+def test_concurrent_trainings_are_measured_while_all_of_them_train(bench):
+    """Three trainings of 60-s steps started 0, 100 and 200 s apart: with one warm-up step left
+    out, the window runs from the third one's first step end (260 s) to the first one's end (600 s)."""
+    runs = [{"step_total": [60.0] * 10, "ended_at": [t0 + 60.0 * (i + 1) for i in range(10)]} for t0 in (0, 100, 200)]
+    bench.common_window(runs, skip=1)
+    # steps that start at or after 260 s and end by 600 s
+    assert [r["window"] for r in runs] == [[5, 10], [3, 8], [1, 6]]
+    s = bench.summary(runs, skip=1)
+    assert s["n"] == 15 and s["per_run"] == [60.0, 60.0, 60.0]
+    with pytest.raises(ValueError, match="measured step"):
+        bench.summary([{"step_total": [1.0, 2.0], "window": [0, 0]}], skip=1)
