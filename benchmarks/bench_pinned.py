@@ -11,14 +11,15 @@ the time the trainer really waits for scores. This benchmark models the split:
 GRPO runs the same way and never uses the PRM's core. What it does not model: memory
 bandwidth and caches are still shared, and a cluster's PRM sits across a network.
 
-Three trainings sharing one PRM server (the paper's 84.0 s per step against 80.8 s alone): "PRPO
-server" is one training against examples/scripts/serve_prm.sh (vLLM's server, continuous
+Three trainings sharing one PRM server (the paper: 84.0 s per step against 80.8 s alone):
+"PRPO server" is one training against examples/scripts/serve_prm.sh (vLLM's server, continuous
 batching across requests) pinned to --prm-cpus; "PRPO server x3" is three trainings at once on
 --train-cpus against one server. Three trainings on one core get a third of it each, so to keep
 the cluster's proportions (each training with hardware of its own, the PRM with as much as one
-training) the server gets a third of its core too once it is up, through a cgroup CPU quota: that kind needs
-root and a cgroup cpu controller, and says so before it starts anything. Its step times are in
-the time of a third of a core; the table also gives them divided by 3, beside "PRPO server".
+training) the server gets a third of its core too once it is up, through a cgroup CPU quota.
+That kind needs root and a cgroup cpu controller, and says so before it starts anything. Its
+step times are in the time of a third of a core; the report also divides them by 3, beside
+"PRPO server". The trainings start together (their Ray heads one after another).
 
 "PRPO exact" puts the task's exact verifier on the PRM's actor in place of the model: the PRM
 costs nothing, so its step time against GRPO's is PRPO's own work on the training core (vLLM's
@@ -28,7 +29,7 @@ Each run is make run's launch script (examples/scripts/train_prpo_embedded_cpu.s
 embedded task from the shipped policy, with the shipped learned PRM (4x the policy's parameters)
 served by vLLM's pooling runner on its own actor, at larger sizes so a step lasts long enough to
 time (--prompts x 8 samples, 64 new tokens). The kinds run interleaved, round after round (GRPO,
-PRPO, PRPO --prm.coalesce, GRPO, ...), so drift hits all. Per kind: the median of OpenRLHF's
+PRPO, PRPO server, PRPO server x3, GRPO, ...), so drift hits all. Per kind: the median of OpenRLHF's
 `timing/step_total` over all measured steps (the first --skip of each run left out; of
 concurrent trainings, only the steps during which all of them were training) with its
 quartiles, the ratio to GRPO's, `prm/wait_s` as a share of the step, and the PRM's forward sizes
@@ -337,13 +338,15 @@ def report(got: dict, args) -> int:
     res = {k: summary(v, args.skip) for k, v in got.items() if v}
     base = res.get("GRPO", {}).get("step_s")
     print(f"\n{args.prompts} prompts x 8 samples a step; training on CPUs {args.train_cpus}, PRM on {args.prm_cpus}")
-    print("| run | step (s), median [quartiles] | per run | / GRPO | prm/wait_s share of the step, median (max) | responses per PRM forward |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| run | step (s), median [quartiles] | per run | / GRPO | prm/wait_s share of the step, median (max) "
+          "| responses per PRM forward |\n| --- | --- | --- | --- | --- | --- |")
     for k, s in res.items():
         ratio = f"{s['step_s'] / base:.3f}x" if base else "-"
         wait = f"{100 * s['wait_share']:.1f}% ({100 * s['wait_share_max']:.1f}%)" if "wait_share" in s else "-"
-        fwd = ("vLLM's server: continuous batching" if KINDS[k].trainings else "-") if "forward_responses" not in s else \
-            f"{s['forward_responses']:.0f}" if s["forward_responses"] else "one group (8) per call"
+        if "forward_responses" in s:  # the PRM actor's
+            fwd = f"{s['forward_responses']:.0f}" if s["forward_responses"] else "one group (8) per call"
+        else:
+            fwd = "vLLM's server: continuous batching" if KINDS[k].trainings else "-"
         print(f"| {k} | {s['step_s']:.2f} [{s['q1']:.2f}-{s['q3']:.2f}], n {s['n']} | {s['per_run']} | {ratio} | {wait} | {fwd} |")
     print("\nWhere the step goes, medians in seconds (OpenRLHF's timing/*; the wait is part of make_experience):")
     print(f"| run | {' | '.join(PARTS)} | prm/wait_s |\n| --- |{' --- |' * (len(PARTS) + 1)}")
