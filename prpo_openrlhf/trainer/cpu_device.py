@@ -27,6 +27,7 @@ import functools
 import logging
 import os
 import sys
+from datetime import timedelta
 
 import ray
 import torch
@@ -105,11 +106,12 @@ def _with_fp32(convert, param_dtype: str) -> torch.dtype:
     return torch.float32 if param_dtype == "fp32" else convert(param_dtype)
 
 
-# How long the weight-sync store waits for a member (vLLM: 300 s). The actor opens the group while
-# the engines may still be starting; on a loaded CPU machine that took over 300 s (measured: a
-# training whose start-up overlapped three others' on 2 cores failed there, "1/2 clients
-# joined"). A dead engine is caught sooner by the run's watchdog.
-STORE_TIMEOUT_S = 1800
+# How long the weight-sync store waits for the group's members to join (vLLM: 300 s). The actor
+# opens the group while the engines may still be starting; on a loaded CPU machine that took
+# over 300 s (measured: a training whose start-up overlapped three others' on 2 cores failed
+# there, "1/2 clients joined"). Once joined, each transfer keeps vLLM's 300 s.
+JOIN_TIMEOUT_S = 1800
+TRANSFER_TIMEOUT_S = 300
 
 
 class StoreBroadcastGroup:
@@ -128,7 +130,8 @@ class StoreBroadcastGroup:
         from vllm.distributed.utils import StatelessProcessGroup
 
         group = StatelessProcessGroup.create(host=master_address, port=master_port, rank=rank,
-                                             world_size=world_size, store_timeout=STORE_TIMEOUT_S)
+                                             world_size=world_size, store_timeout=JOIN_TIMEOUT_S)
+        group.store.set_timeout(timedelta(seconds=TRANSFER_TIMEOUT_S))
         # Upstream waits for every engine to load tensor i before it sends tensor i + 1, so
         # each published tensor can be dropped at the next send instead of living an hour.
         group.data_expiration_seconds = 0
