@@ -96,6 +96,9 @@ def cpu_quota_group(name: str) -> Path:
     group = (CGROUP_V2 if v2 else CGROUP_V1_CPU) / name
     try:
         group.mkdir()
+        if not any((group / f).exists() for f in ("cpu.max", "cpu.cfs_quota_us")):  # v2 without cpu delegated
+            group.rmdir()
+            raise OSError("no CPU quota file in it")
     except OSError as e:
         raise SystemExit(f"the shared-server kind limits the PRM server to a share of its core with a cgroup CPU "
                          f"quota, and {group} cannot be made here ({e}): run as root on a machine with a "
