@@ -346,10 +346,12 @@ def report(got: dict, args) -> int:
     for k, s in res.items():
         ratio = f"{s['step_s'] / base:.3f}x" if base else "-"
         wait = f"{100 * s['wait_share']:.1f}% ({100 * s['wait_share_max']:.1f}%)" if "wait_share" in s else "-"
-        if "forward_responses" in s:  # the PRM actor's
+        if KINDS[k].trainings:  # the client logs no forward sizes: the server batches what is in flight
+            fwd = "vLLM's server: continuous batching"
+        elif "forward_responses" in s:  # the PRM actor's
             fwd = f"{s['forward_responses']:.0f}" if s["forward_responses"] else "one group (8) per call"
         else:
-            fwd = "vLLM's server: continuous batching" if KINDS[k].trainings else "-"
+            fwd = "-"
         print(f"| {k} | {s['step_s']:.2f} [{s['q1']:.2f}-{s['q3']:.2f}], n {s['n']} | {s['per_run']} | {ratio} | {wait} | {fwd} |")
     print("\nWhere the step goes, medians in seconds (OpenRLHF's timing/*; the wait is part of make_experience):")
     print(f"| run | {' | '.join(PARTS)} | prm/wait_s |\n| --- |{' --- |' * (len(PARTS) + 1)}")
