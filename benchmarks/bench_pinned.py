@@ -36,6 +36,7 @@ quartiles, the ratio to GRPO's, `prm/wait_s` as a share of the step, and the PRM
 (`prm/forward_responses`: responses per PRM forward; with coalescing, groups share forwards).
 
     .venv/bin/python benchmarks/bench_pinned.py [--rounds 2] [--steps 10] [--prompts 64] [--kinds ...]
+        [--once "PRPO server x3"]
 
 Every training runs in a child process of its own (``--one-run``), pinned like this one; the
 PRM server's output goes to ``prm_server.log`` in the run's folder.
@@ -55,7 +56,6 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "examples" / "scripts"
@@ -135,19 +135,12 @@ def remove_group(group: Path, wait_s: float = 30.0) -> None:
             time.sleep(1)
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def prm_server(out: Path, prm_model: str, cpus_: set[int], trainings: int):
     """serve_prm.sh on its own port, pinned to ``cpus_`` and, for N trainings, held to 1/N of
     them; yields the environment a training needs to reach it. Stopped (its process group) at exit."""
     from prpo_openrlhf.local.cluster import end_group
+    from prpo_openrlhf.testing.net import free_port, wait_healthy
 
     port, token = free_port(), secrets.token_hex(16)
     group = cpu_quota_group(f"prpo-bench-pinned-{os.getpid()}-{port}") if trainings > 1 else None
@@ -160,11 +153,7 @@ def prm_server(out: Path, prm_model: str, cpus_: set[int], trainings: int):
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             os.sched_setaffinity(proc.pid, cpus_)  # before it starts a thread: they all inherit it
-            deadline = time.monotonic() + 900
-            while not _healthy(url):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the PRM server did not come up; see {out / 'prm_server.log'}")
-                time.sleep(2)
+            wait_healthy(url, proc, 900, f"the PRM server (log: {out / 'prm_server.log'})")
             if group is not None:  # once it is up: its start-up is not what is measured
                 limit_cpu(group, proc.pid, len(cpus_) / trainings)
             yield {"PRM_URL": url, "PRPO_PRM_TOKEN": token}
@@ -172,13 +161,6 @@ def prm_server(out: Path, prm_model: str, cpus_: set[int], trainings: int):
             end_group(proc, grace_s=60)
             if group is not None:
                 remove_group(group)
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return requests.get(url + "/health", timeout=5).ok
-    except requests.RequestException:
-        return False
 
 
 def one_run(out: Path, kind: str, steps: int, prompts: int, env_paths: dict) -> dict:
@@ -294,6 +276,8 @@ def main(argv=None) -> int:
     ap.add_argument("--skip", type=int, default=2, help="first steps of each run left out (vLLM warm-up)")
     ap.add_argument("--prompts", type=int, default=64, help="prompts per step (x 8 samples)")
     ap.add_argument("--kinds", default=",".join(DEFAULT_KINDS), help=f"comma-separated, from: {', '.join(KINDS)}")
+    ap.add_argument("--once", default="", help="kinds (of --kinds) run in the first round only, e.g. the long "
+                    "'PRPO server x3'; they are still compared with the other kinds' runs of every round")
     ap.add_argument("--train-cpus", default="0")
     ap.add_argument("--prm-cpus", default="1")
     ap.add_argument("--out", default=str(ROOT / "runs" / f"bench-pinned-{time.strftime('%Y%m%d-%H%M%S')}"))
@@ -310,9 +294,12 @@ def main(argv=None) -> int:
         (Path(args.one_run) / "result.json").write_text(json.dumps(result))
         return 0
     kinds = [k.strip() for k in args.kinds.split(",")]
+    once = [k.strip() for k in args.once.split(",") if k.strip()]
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
         ap.error(f"--kinds: unknown {unknown}; choose from {', '.join(KINDS)}")
+    if set(once) - set(kinds):
+        ap.error(f"--once: {sorted(set(once) - set(kinds))} not in --kinds")
     if any(KINDS[k].trainings > 1 for k in kinds):  # refused now rather than after an hour of other runs
         cpu_quota_group(f"prpo-bench-pinned-{os.getpid()}-check").rmdir()
     os.sched_setaffinity(0, cpus(args.train_cpus))  # before any thread or process is started
@@ -324,7 +311,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     got: dict[str, list[dict]] = {k: [] for k in kinds}
     for r in range(args.rounds):
-        for kind in kinds:
+        for kind in (k for k in kinds if r == 0 or k not in once):
             d = out / f"{kind.replace(' ', '-').lower()}-{r}"
             d.mkdir()
             t0 = time.monotonic()

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,38 +27,26 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import requests
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_prm import interleaved, make_workload  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from prpo_openrlhf.testing.net import free_port, wait_healthy  # noqa: E402
 
 
 def _start(cmd, url, env) -> subprocess.Popen:
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 600
-    while True:
-        try:
-            if requests.get(url + "/health", timeout=2).ok:
-                return proc
-        except requests.ConnectionError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise SystemExit(f"{cmd[:4]} did not come up")
-        time.sleep(1)
+    try:
+        wait_healthy(url, proc, 600, " ".join(cmd[:4]))
+    except RuntimeError as e:
+        proc.kill()
+        raise SystemExit(str(e)) from None
+    return proc
 
 
 def compare_servers(args, path, groups) -> None:
     from prpo_openrlhf.prm import connect
 
     env = {**os.environ, "PRPO_PRM_TOKEN": "bench-token"}
-    ports = {"vllm serve": _free_port(), "prpo-serve-prm": _free_port()}
+    ports = {"vllm serve": free_port(), "prpo-serve-prm": free_port()}
     cmds = {"vllm serve": [sys.executable, "-m", "prpo_openrlhf.prm.vllm_serve", "--model", path,
                            "--port", str(ports["vllm serve"]), "--", "--dtype", "float32"],
             "prpo-serve-prm": [sys.executable, "-m", "prpo_openrlhf.cli.serve_prm", "--model", path,

@@ -4,7 +4,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -14,6 +13,7 @@ import pytest
 import requests
 
 from prpo_openrlhf.prm import PRMClient, PRMClientError, PRMServer
+from prpo_openrlhf.testing.net import free_port
 
 from .reference import PROBLEMS, SEGMENTS
 
@@ -108,9 +108,7 @@ def test_oversized_unknown_and_wrong_method(server):
 
 
 def test_client_gives_up_on_an_unreachable_service_after_its_retries():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     client = PRMClient(f"http://127.0.0.1:{port}", retries=2, backoff_s=0.01,
                        connect_timeout_s=1)
     with pytest.raises(PRMClientError, match="failed after 3 attempts") as err:

@@ -7,16 +7,15 @@ rendering and its reading of the reply. The slow test starts vLLM's server itsel
 """
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from http.server import BaseHTTPRequestHandler
 
 import pytest
 import requests
 
 from prpo_openrlhf.prm import PRMClientError, PRMScorer, PRMServer, VLLMPoolingClient, connect
+from prpo_openrlhf.testing.net import free_port, wait_healthy
 
 from .reference import PROBLEMS, SEGMENTS
 from .test_http import _peer
@@ -142,24 +141,14 @@ def test_a_blank_token_stops_the_vllm_server_start_up(tiny_prm_path):
 
 @pytest.mark.slow
 def test_vllm_server_scores_equal_prmscorer_and_need_the_token(tiny_prm_path, hf_scorer):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     url, token = f"http://127.0.0.1:{port}", "pool-secret"
     proc = subprocess.Popen([sys.executable, "-m", "prpo_openrlhf.prm.vllm_serve", "--model", tiny_prm_path,
                              "--port", str(port), "--", "--dtype", "float32"],
                             env={**os.environ, "PRPO_PRM_TOKEN": token},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                if requests.get(url + "/health", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline and proc.poll() is None, "vLLM's server did not come up"
-            time.sleep(1)
+        wait_healthy(url, proc, 300, "vLLM's server")
         client = connect(url, token=token)
         assert isinstance(client, VLLMPoolingClient)
         scores, stats = client.score_with_stats(PROBLEMS, SEGMENTS)

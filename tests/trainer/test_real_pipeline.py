@@ -282,15 +282,10 @@ def test_every_other_launch_script_trains(script, extra, tiny_dir, tmp_path):
 def test_shared_prm_script_trains_against_a_prm_service(service, tiny_dir, tmp_path):
     """train_prpo_..._shared_prm.sh against a PRM service on 127.0.0.1 with a bearer token: vLLM's
     server started by serve_prm.sh, or `prpo-serve-prm` (hf backend)."""
-    import socket
-
-    import requests
-
+    from prpo_openrlhf.testing.net import free_port, wait_healthy
     from prpo_openrlhf.testing.tiny_run import write_tiny_run
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "PRPO_PRM_TOKEN": "tiny-secret", "PYTHON": sys.executable,
            "PRM_MODEL": write_tiny_run(tiny_dir)["PRM_MODEL"], "PRM_PORT": str(port)}
     cmd = ([str(SCRIPTS / "serve_prm.sh"), "--dtype", "float32"] if service == "vllm" else
@@ -298,15 +293,7 @@ def test_shared_prm_script_trains_against_a_prm_service(service, tiny_dir, tmp_p
             "--backend", "hf", "--port", str(port), "--device", "cpu"])
     server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline and server.poll() is None, "the PRM service did not come up"
-            time.sleep(1)
+        wait_healthy(f"http://127.0.0.1:{port}", server, 300, "the PRM service")
         out = run_tiny("train_prpo_qwen2.5_math_1.5b_shared_prm.sh", tiny_dir, tmp_path,
                        PRM_URL=f"http://127.0.0.1:{port}", PRPO_PRM_TOKEN="tiny-secret")
     finally:

@@ -1,19 +1,17 @@
 """The CPU weight sync's group (StoreBroadcastGroup): a member that joins late still joins, the
 tensors arrive whole, and once joined a transfer waits vLLM's 300 s, not the join's 1800 s."""
-import socket
 import threading
 import time
 from datetime import timedelta
 
 import torch
 
+from prpo_openrlhf.testing.net import free_port
 from prpo_openrlhf.trainer.cpu_device import JOIN_TIMEOUT_S, TRANSFER_TIMEOUT_S, StoreBroadcastGroup
 
 
 def test_a_late_member_joins_and_receives_the_tensor():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     got, groups = {}, {}
 
     def member(rank, delay_s):
