@@ -21,7 +21,9 @@ That kind needs root and a cgroup cpu controller, and says so before it starts a
 step times are in the time of a third of a core; the report also divides them by 3, beside
 "PRPO server". The trainings start together (their Ray heads one after another).
 
-"PRPO exact" puts the task's exact verifier on the PRM's actor in place of the model: the PRM
+"PRPO coalesce" and "PRPO async" are the PRM actor with --prm.coalesce (groups that arrive
+during a forward share the next one) and with --prm.async_engine (vLLM's async engine batches
+every group in flight, as the server does). "PRPO exact" puts the task's exact verifier on the PRM's actor in place of the model: the PRM
 costs nothing, so its step time against GRPO's is PRPO's own work on the training core (vLLM's
 entropies, the segments, the dispatch, the advantages). Not in the default kinds.
 
@@ -74,6 +76,7 @@ KINDS = {
     "GRPO": Kind("train_grpo_qwen2.5_math_1.5b.sh"),
     "PRPO": Kind(PRPO_SCRIPT),
     "PRPO coalesce": Kind(PRPO_SCRIPT, "--prm.coalesce"),
+    "PRPO async": Kind(PRPO_SCRIPT, "--prm.async_engine"),
     # PRPO's own work on the training core (entropies, segments, dispatch, advantages) without the PRM's compute
     "PRPO exact": Kind(PRPO_SCRIPT, prm="exact"),
     "PRPO server": Kind(SERVER_SCRIPT, trainings=1),
@@ -335,6 +338,8 @@ def report(got: dict, args) -> int:
         wait = f"{100 * s['wait_share']:.1f}% ({100 * s['wait_share_max']:.1f}%)" if "wait_share" in s else "-"
         if KINDS[k].trainings:  # the client logs no forward sizes: the server batches what is in flight
             fwd = "vLLM's server: continuous batching"
+        elif "forward_responses" in s and "--prm.async_engine" in KINDS[k].extra_args:
+            fwd = f"{s['forward_responses']:.0f} in vLLM's engine at once (continuous batching)"
         elif "forward_responses" in s:  # the PRM actor's
             fwd = f"{s['forward_responses']:.0f}" if s["forward_responses"] else "one group (8) per call"
         else:

@@ -51,6 +51,10 @@ def add_prm_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--prm.coalesce", action="store_true", default=False,
                    help="PRM actors score the prompt groups that reach them during a forward together, in "
                         "their next forward, instead of one after another (logged as prm/forward_responses)")
+    g.add_argument("--prm.async_engine", action="store_true", default=False,
+                   help="PRM actors run vLLM's async engine (vllm backend): every prompt group in flight is "
+                        "batched by vLLM as it arrives, as vLLM's server does (prm/forward_responses: the "
+                        "responses in the engine at once)")
 
 
 def add_prpo_args(parser: argparse.ArgumentParser) -> None:
@@ -125,6 +129,9 @@ def check_prpo_args(args) -> None:
         errors.append("--prpo.k and --prpo.min_gap must be >= 1")
     if args.prpo.prior_std <= 0:
         errors.append("--prpo.prior_std must be > 0")
+    if prm.async_engine and (prm.backend != "vllm" or prm.coalesce or prm.remote_url):
+        errors.append("--prm.async_engine runs vLLM's async engine on the PRM's actors: it needs --prm.backend vllm "
+                      "and excludes --prm.coalesce and --prm.remote_url")
     if not prm.timeout_s > 0:
         errors.append("--prm.timeout_s must be > 0: every PRM call needs a deadline")
     if errors:

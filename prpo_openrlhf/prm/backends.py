@@ -5,6 +5,8 @@ probability of the positive label at every tag position (one forward pass per se
 """
 from __future__ import annotations
 
+import asyncio
+import uuid
 from dataclasses import dataclass
 
 import torch
@@ -17,6 +19,7 @@ class ForwardStats:
     tokens: int = 0          # real tokens that went through the model
     padded_tokens: int = 0   # batch slots, padding included (== tokens for vLLM)
     batches: int = 0
+    in_flight: int = 0       # async engine: the most responses in the engine at once during the call
 
 
 def pack_by_token_budget(lengths: list[int], max_tokens: int,
@@ -104,6 +107,19 @@ class HFBackend:
         return out
 
 
+def vllm_engine_kwargs(model_name_or_path: str, *, tag_id: int, max_length: int, dtype: str,
+                       tokenizer: str | None = None, engine_kwargs: dict | None = None) -> dict:
+    """The pooling runner's engine arguments: step pooling on the tag token, and on CPU a small
+    explicit KV cache and no compilation unless ``engine_kwargs`` size them."""
+    kwargs = dict(model=model_name_or_path, tokenizer=tokenizer or model_name_or_path,
+                  runner="pooling", pooler_config={"step_tag_id": tag_id},
+                  max_model_len=max_length, dtype=dtype)
+    kwargs = sized_for_cpu({**kwargs, **(engine_kwargs or {})})
+    # The scorer cuts inputs at max_length; the engine must accept exactly that length.
+    kwargs["max_model_len"] = max_length
+    return kwargs
+
+
 class VLLMBackend:
     """vLLM's pooling runner with step pooling on the tag token (``token_classify`` task)."""
 
@@ -113,29 +129,25 @@ class VLLMBackend:
                  tokenizer: str | None = None, engine_kwargs: dict | None = None):
         from vllm import LLM
 
-        kwargs = dict(model=model_name_or_path, tokenizer=tokenizer or model_name_or_path,
-                      runner="pooling", pooler_config={"step_tag_id": tag_id},
-                      max_model_len=max_length, dtype=dtype)
-        # On CPU: a small explicit KV cache and no compilation unless engine_kwargs size it.
-        kwargs = sized_for_cpu({**kwargs, **(engine_kwargs or {})})
-        # The scorer cuts inputs at max_length; the engine must accept exactly that length.
-        kwargs["max_model_len"] = max_length
         self.tag_id = tag_id
-        self.llm = LLM(**kwargs)
+        self.llm = LLM(**vllm_engine_kwargs(model_name_or_path, tag_id=tag_id, max_length=max_length,
+                                            dtype=dtype, tokenizer=tokenizer, engine_kwargs=engine_kwargs))
+
+    def step_probs(self, seq: list[int], data: torch.Tensor) -> torch.Tensor:
+        """The positive label's probability at each of ``seq``'s tags, from the pooler's
+        ``(n_tags, 2)`` output; a shape that does not match the tags raises."""
+        expected = sum(1 for t in seq if t == self.tag_id)
+        if data.ndim != 2 or data.shape[0] != expected:
+            raise RuntimeError(f"vLLM step pooling returned shape {tuple(data.shape)} for a "
+                               f"sequence with {expected} step tags; expected ({expected}, 2)")
+        return data[:, 1].float().cpu()
 
     def positive_probs(self, seqs: list[list[int]], batches=None,
                        stats: ForwardStats | None = None) -> list[torch.Tensor]:
         stats = stats if stats is not None else ForwardStats()
         prompts = [{"prompt_token_ids": s} for s in seqs]
         outs = self.llm.encode(prompts, pooling_task="token_classify", use_tqdm=False)
-        result = []
-        for s, o in zip(seqs, outs):
-            data = o.outputs.data
-            expected = sum(1 for t in s if t == self.tag_id)
-            if data.ndim != 2 or data.shape[0] != expected:
-                raise RuntimeError(f"vLLM step pooling returned shape {tuple(data.shape)} for a "
-                                   f"sequence with {expected} step tags; expected ({expected}, 2)")
-            result.append(data[:, 1].float().cpu())
+        result = [self.step_probs(s, o.outputs.data) for s, o in zip(seqs, outs)]
         stats.tokens += sum(len(s) for s in seqs)
         stats.padded_tokens += sum(len(s) for s in seqs)
         stats.batches += 1
@@ -148,3 +160,64 @@ class VLLMBackend:
         if llm is not None:
             shut_down(llm)
         del llm
+
+
+class AsyncVLLMBackend(VLLMBackend):
+    """vLLM's async engine (``AsyncLLM``): every sequence is a request of its own, so the
+    sequences of all the calls in flight (an async PRM actor takes many at once) are batched
+    together by vLLM's scheduler as they arrive, continuous batching as in vLLM's server. Its
+    engine core runs in a process of its own. Only :meth:`positive_probs_async` scores."""
+
+    name = "vllm"
+
+    def __init__(self, model_name_or_path: str, *, tag_id: int, max_length: int, dtype: str,
+                 tokenizer: str | None = None, engine_kwargs: dict | None = None):
+        from vllm import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        self.tag_id = tag_id
+        self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**vllm_engine_kwargs(
+            model_name_or_path, tag_id=tag_id, max_length=max_length, dtype=dtype, tokenizer=tokenizer,
+            engine_kwargs=engine_kwargs)))
+        self._calls: dict[object, int] = {}  # each call in flight -> its peak of responses in the engine
+        self._in_flight = 0
+
+    def positive_probs(self, seqs, batches=None, stats=None):
+        raise TypeError("the async vLLM engine scores only through positive_probs_async "
+                        "(PRMScorer.score_prepared_async, used by the async PRM actor)")
+
+    async def positive_probs_async(self, seqs: list[list[int]],
+                                   stats: ForwardStats | None = None) -> list[torch.Tensor]:
+        """As :meth:`VLLMBackend.positive_probs`; ``stats.in_flight`` is the most responses the
+        engine held at once during this call, its own and other calls' (what vLLM batched from)."""
+        from vllm import PoolingParams
+
+        stats = stats if stats is not None else ForwardStats()
+        params = PoolingParams(task="token_classify")
+
+        async def one(seq):
+            last = None
+            async for out in self.engine.encode({"prompt_token_ids": seq}, params, request_id=uuid.uuid4().hex):
+                last = out
+            return self.step_probs(seq, last.outputs.data)
+
+        mine = object()
+        self._calls[mine] = 0
+        self._in_flight += len(seqs)
+        for call in self._calls:  # every call in flight now shares the engine with this one
+            self._calls[call] = max(self._calls[call], self._in_flight)
+        try:
+            result = await asyncio.gather(*(one(s) for s in seqs))
+        finally:
+            self._in_flight -= len(seqs)
+            peak = self._calls.pop(mine)
+        stats.tokens += sum(len(s) for s in seqs)
+        stats.padded_tokens += sum(len(s) for s in seqs)
+        stats.batches += 1
+        stats.in_flight = max(stats.in_flight, peak)
+        return list(result)
+
+    def close(self) -> None:
+        engine, self.engine = self.engine, None
+        if engine is not None:
+            engine.shutdown()

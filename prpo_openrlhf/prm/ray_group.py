@@ -36,6 +36,7 @@ from .scorer import PRMStats
 
 logger = logging.getLogger(__name__)
 COALESCE_THREADS = 32  # calls an actor holds at once with coalesce=True (the rest queue in Ray)
+ASYNC_CALLS = 256  # calls an async-engine actor holds at once (each a coroutine; the rest queue in Ray)
 PIN_ENV = "PRPO_PRM_CPUS"  # e.g. "1": the PRM actors' cores (benchmarks/bench_pinned.py)
 
 
@@ -79,9 +80,12 @@ class PRMActor:
     def score_with_stats(self, problems, segments):
         start = time.time()
         scores, stats = self.scorer.score_with_stats(problems, segments)
+        self._count(start)
+        return scores, stats.as_dict()
+
+    def _count(self, start: float) -> None:
         with self._lock:
             self.calls, self.last_call = self.calls + 1, (start, time.time())
-        return scores, stats.as_dict()
 
     def info(self) -> dict:
         forwards = getattr(self.scorer, "forwards", None)
@@ -89,6 +93,20 @@ class PRMActor:
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                 "calls": self.calls, "last_call": self.last_call, **self.model.info(),
                 **({"coalesced_forwards": forwards} if forwards is not None else {})}
+
+
+class AsyncPRMActor(PRMActor):
+    """A PRMActor on vLLM's async engine, as an async Ray actor: it takes many calls at once
+    (coroutines on one event loop), and each call's responses enter the engine as requests of
+    their own, so vLLM batches every prompt group in flight (continuous batching) instead of
+    scoring the groups one call after another. A cancelled call aborts its requests."""
+
+    async def score_with_stats(self, problems, segments):
+        start = time.time()
+        # Tokenizing runs on the event loop: it is short next to the forward it waits for.
+        scores, stats = await self.model.score_prepared_async(self.model.prepare(problems, segments))
+        self._count(start)
+        return scores, stats.as_dict()
 
 
 def split_shards(costs: list[int], n: int) -> list[tuple[int, int]]:
@@ -203,7 +221,9 @@ class PRMActorGroup:
     placement_strategy ("PACK"); ready_timeout_s (600, covers model loading);
     call_timeout_s (600: the deadline of each call from its dispatch; None = no deadline);
     coalesce (False: each actor scores its calls one by one; True: the calls that reach an actor
-    during a forward share its next one, see coalesce.py); node_resource (None: anywhere; a name:
+    during a forward share its next one, see coalesce.py); async_engine (False; True, vllm
+    backend only: each actor runs vLLM's async engine and takes up to ASYNC_CALLS calls at once,
+    batched together by vLLM, see AsyncPRMActor); node_resource (None: anywhere; a name:
     the node(s) holding that custom resource);
     any other keyword goes to :class:`PRMScorer` (dtype, max_length, engine_kwargs, ...).
     """
@@ -214,9 +234,13 @@ class PRMActorGroup:
                  min_shard_responses: int = 8, num_gpus_per_actor: float | None = None, num_cpus_per_actor: float = 1,
                  max_failures: int = 3, max_restarts: int = -1, placement_strategy: str = "PACK",
                  ready_timeout_s: float = 600.0, call_timeout_s: float | None = 600.0,
-                 coalesce: bool = False, node_resource: str | None = None, **scorer_kwargs):
+                 coalesce: bool = False, async_engine: bool = False, node_resource: str | None = None,
+                 **scorer_kwargs):
         if num_actors < 1 or max_failures < 1:
             raise ValueError("num_actors and max_failures must be at least 1")
+        if async_engine and (coalesce or backend != "vllm"):
+            raise ValueError("async_engine batches concurrent calls in vLLM's engine: it needs the vllm backend "
+                             f"and excludes coalesce (got backend={backend!r}, coalesce={coalesce})")
         if not ray.is_initialized():
             raise RuntimeError("PRMActorGroup needs a running Ray (call ray.init first)")
         if num_gpus_per_actor is None:
@@ -241,12 +265,15 @@ class PRMActorGroup:
                                                strategy=placement_strategy)
         self._wait_ready(self.placement_group.ready(), ready_timeout_s,
                          f"placement group of {num_actors} x {bundle}")
-        remote_cls = ray.remote(PRMActor)
+        remote_cls = ray.remote(AsyncPRMActor if async_engine else PRMActor)
+        if async_engine:
+            scorer_kwargs = {**scorer_kwargs, "async_engine": True}
         threads = max(1, int(num_cpus_per_actor)) if not num_gpus_per_actor else None
+        concurrency = ASYNC_CALLS if async_engine else COALESCE_THREADS if coalesce else 1
         self.actors = [
             remote_cls.options(
                 num_cpus=num_cpus_per_actor, num_gpus=num_gpus_per_actor,
-                max_restarts=max_restarts, max_task_retries=0, max_concurrency=COALESCE_THREADS if coalesce else 1,
+                max_restarts=max_restarts, max_task_retries=0, max_concurrency=concurrency,
                 scheduling_strategy=PlacementGroupSchedulingStrategy(
                     self.placement_group, placement_group_bundle_index=i),
             ).remote(model_name_or_path, backend, scorer_kwargs, threads, coalesce)

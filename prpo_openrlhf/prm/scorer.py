@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from .backends import ForwardStats, HFBackend, VLLMBackend
+from .backends import AsyncVLLMBackend, ForwardStats, HFBackend, VLLMBackend
 from .inputs import DEFAULT_STEP_TAG, DEFAULT_SYSTEM_PROMPT, PRMInputBuilder, validate_batch
 
 logger = logging.getLogger(__name__)
@@ -44,7 +44,9 @@ class PRMStats:
     batches: int = 0
     seconds: float = 0.0
     retries: int = 0  # shards sent again after their PRM actor died (PRMActorGroup)
-    forward_responses: int = 0  # responses in the largest forward this call was part of (coalesce.py)
+    # responses in the largest forward this call was part of (coalesce.py); with the async
+    # engine, the most responses in vLLM's engine at once during the call (what it batched from)
+    forward_responses: int = 0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -116,7 +118,9 @@ class PRMScorer:
       hf backend:   device ("cuda" if available else "cpu"), max_tokens_per_batch (16384 padded
                     tokens per forward), max_batch_size (256), attn_implementation ("sdpa").
       vllm backend: engine_kwargs (passed to ``vllm.LLM``: tensor_parallel_size,
-                    gpu_memory_utilization, ...).
+                    gpu_memory_utilization, ...); async_engine (False: ``vllm.LLM``; True: vLLM's
+                    async engine, scored through :meth:`score_prepared_async` only, which batches
+                    the sequences of concurrent calls together: the async PRM actor).
     """
 
     def __init__(self, model_name_or_path: str, backend: str = "hf", *,
@@ -125,11 +129,13 @@ class PRMScorer:
                  dtype: str | torch.dtype = "auto", tokenizer: str | None = None,
                  device: str | None = None, max_tokens_per_batch: int = 16384,
                  max_batch_size: int = 256, attn_implementation: str = "sdpa",
-                 engine_kwargs: dict | None = None):
+                 engine_kwargs: dict | None = None, async_engine: bool = False):
         from transformers import AutoTokenizer, Qwen2Config
 
         if backend not in BACKENDS:
             raise ValueError(f"unknown PRM backend {backend!r}; choose one of {BACKENDS}")
+        if async_engine and backend != "vllm":
+            raise ValueError(f"async_engine needs the vllm backend, not {backend!r}")
         if not 0.0 <= overlong_fill <= 1.0:
             raise ValueError(f"overlong_fill must lie in [0, 1], got {overlong_fill}")
         self.model_name_or_path = str(model_name_or_path)
@@ -162,7 +168,8 @@ class PRMScorer:
             from .model import resolve_dtype
 
             vdtype = str(resolve_dtype(dtype, self.device)).replace("torch.", "")
-            self.backend = VLLMBackend(self.model_name_or_path, tag_id=self.inputs.tag_id,
+            engine = AsyncVLLMBackend if async_engine else VLLMBackend
+            self.backend = engine(self.model_name_or_path, tag_id=self.inputs.tag_id,
                                        max_length=self.max_length, dtype=vdtype,
                                        tokenizer=tokenizer, engine_kwargs=engine_kwargs)
         self.last_stats: PRMStats | None = None
@@ -187,12 +194,25 @@ class PRMScorer:
         return PreparedBatch(encoded, time.perf_counter() - start)
 
     def score_prepared(self, batch: "PreparedBatch") -> tuple[list[list[float]], PRMStats]:
-        start = time.perf_counter()
-        encoded = batch.encoded
-        todo = [i for i, e in enumerate(encoded) if e.n_scored > 0]
-        fwd = ForwardStats()
-        probs = self.backend.positive_probs([encoded[i].ids for i in todo], stats=fwd) \
+        start, fwd = time.perf_counter(), ForwardStats()
+        todo = [i for i, e in enumerate(batch.encoded) if e.n_scored > 0]
+        probs = self.backend.positive_probs([batch.encoded[i].ids for i in todo], stats=fwd) if todo else []
+        return self._scores(batch, todo, probs, fwd, start)
+
+    async def score_prepared_async(self, batch: "PreparedBatch") -> tuple[list[list[float]], PRMStats]:
+        """:meth:`score_prepared` on the async vLLM engine (``async_engine=True``): concurrent
+        calls' sequences share the engine's batches."""
+        start, fwd = time.perf_counter(), ForwardStats()
+        todo = [i for i, e in enumerate(batch.encoded) if e.n_scored > 0]
+        probs = await self.backend.positive_probs_async([batch.encoded[i].ids for i in todo], stats=fwd) \
             if todo else []
+        return self._scores(batch, todo, probs, fwd, start)
+
+    def _scores(self, batch: "PreparedBatch", todo: list[int], probs: list[torch.Tensor], fwd: ForwardStats,
+                start: float) -> tuple[list[list[float]], PRMStats]:
+        """Per response, its tags' probabilities then the fill for segments past max_length;
+        a count that does not match the tags, or a non-finite score, raises PRMScoreError."""
+        encoded = batch.encoded
         by_index = dict(zip(todo, probs))
         scores = []
         for i, enc in enumerate(encoded):
@@ -207,6 +227,7 @@ class PRMScorer:
             scores.append(got.tolist() + [self.overlong_fill] * (enc.n_segments - enc.n_scored))
         stats = batch_stats(encoded, fwd, batch.seconds + time.perf_counter() - start,
                             self.max_length, self.overlong_fill, self.inputs.step_tag)
+        stats.forward_responses = fwd.in_flight
         self.last_stats = stats
         return scores, stats
 

@@ -41,6 +41,7 @@ def make_prm(args):
         max_failures=prm.max_failures,
         call_timeout_s=prm.timeout_s,
         coalesce=prm.coalesce,
+        async_engine=prm.async_engine,
         node_resource=args.placement.prm,
         dtype=prm.dtype,
         max_length=prm.max_len,

@@ -69,6 +69,10 @@ def test_all_baselines_have_a_script():
     (["--algo.advantage.estimator", "prpo", "--prm.model_name_or_path", "p", "--algo.kl.init_coef", "0.01"],
      "add --algo.kl.use_loss"),
     (["--algo.advantage.estimator", "dr_grpo", "--train.async_enable"], "--train.async_enable is not supported"),
+    (["--algo.advantage.estimator", "prpo", "--prm.model_name_or_path", "p", "--prm.backend", "hf",
+      "--prm.async_engine"], "--prm.async_engine runs vLLM's async engine"),
+    (["--algo.advantage.estimator", "prpo", "--prm.model_name_or_path", "p", "--prm.coalesce",
+      "--prm.async_engine"], "excludes --prm.coalesce"),
 ])
 def test_bad_combinations_fail_at_start_up_naming_the_flags(extra, message):
     with pytest.raises(SystemExit, match=message.replace(".", r"\.").replace("+", r"\+")):

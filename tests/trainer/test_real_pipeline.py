@@ -87,8 +87,10 @@ def test_grpo_script_trains_and_syncs_weights_to_vllm(tiny_dir, tmp_path):
     assert abs(kl_step2) < 0.01, metrics["train/vllm_kl"]
 
 
-def test_prpo_script_trains_with_the_prm_on_its_own_actor(tiny_dir, tmp_path):
-    out = run_tiny("train_prpo_qwen2.5_math_1.5b.sh", tiny_dir, tmp_path)
+@pytest.mark.parametrize("extra", ["", pytest.param("--prm.async_engine", marks=pytest.mark.slow)],
+                         ids=["prm_actor", "prm_actor_async_engine"])
+def test_prpo_script_trains_with_the_prm_on_its_own_actor(extra, tiny_dir, tmp_path):
+    out = run_tiny("train_prpo_qwen2.5_math_1.5b.sh", tiny_dir, tmp_path, extra)
     assert out.returncode == 0, _tail(out)
     _assert_saved_model(tmp_path / "prpo_1.5b")
     metrics = scalars(tmp_path / "logs", "prpo_1.5b")
@@ -97,6 +99,9 @@ def test_prpo_script_trains_with_the_prm_on_its_own_actor(tiny_dir, tmp_path):
     assert all(0 < v < 1 for _, v in metrics["train/prm_score_mean"])  # real PRM scores, not the prior
     assert all(v == 0 for _, v in metrics["train/prm/submitted_late"])  # every group went during generation
     assert all(v > 0 for _, v in metrics["train/actor_grad_norm"])  # process rewards move the policy
+    # the PRM's forward sizes: one group per call by default; the async engine reports the
+    # responses it held at once, so a value of at least one group says the flag reached the actor
+    assert all((v >= 1) == bool(extra) for _, v in metrics["train/prm/forward_responses"])
 
 
 def _head_address(log: Path) -> str | None:
