@@ -173,7 +173,7 @@ def checked_reply(out, segments, source: str) -> tuple[list[list[float]], PRMSta
                 raise PRMClientError(f"{source}: response {i}, segment {j}: score {value!r:.40} is not a "
                                      "finite number in [0, 1]")
     try:
-        stats = PRMStats(**out["stats"])
+        stats = PRMStats.from_dict(out["stats"])
     except (KeyError, TypeError) as err:
         raise PRMClientError(f"{source}: the reply's 'stats' are missing or malformed ({err})") from err
     return [[float(v) for v in row] for row in scores], stats

@@ -197,7 +197,7 @@ class PRMScoreFuture:
         for k in range(len(self._shards)):
             shard_scores, shard_stats = self._results[k]
             scores += shard_scores
-            parts.append(PRMStats(**shard_stats))
+            parts.append(PRMStats.from_dict(shard_stats))
         stats = PRMStats.merge(parts, [a for a, _ in self._shards])
         stats.retries = sum(self.failures.values())
         self._group.last_stats = stats

@@ -12,9 +12,10 @@ stats and logged, never silently dropped. Non-finite scores raise :class:`PRMSco
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 
@@ -52,6 +53,19 @@ class PRMStats:
         return asdict(self)
 
     @classmethod
+    def from_dict(cls, d: dict) -> "PRMStats":
+        """Stats sent by a PRM actor or service. Keys this version does not know (a newer
+        service's) are left out with a warning, once per set of keys, instead of failing the
+        call: the scores are what the step needs. A non-dict raises TypeError."""
+        if not isinstance(d, dict):
+            raise TypeError(f"stats must be an object, not {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = tuple(sorted(set(d) - known))
+        if unknown:
+            _warn_unknown_stats(unknown)
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    @classmethod
     def merge(cls, parts: list["PRMStats"], offsets: list[int]) -> "PRMStats":
         """Sum stats of consecutive shards; ``offsets[k]`` is shard k's first response index."""
         total = cls()
@@ -64,6 +78,12 @@ class PRMStats:
             total.seconds = max(total.seconds, part.seconds)  # shards run in parallel
             total.forward_responses = max(total.forward_responses, part.forward_responses)
         return total
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_unknown_stats(keys: tuple[str, ...]) -> None:
+    logger.warning("PRM stats: ignoring fields this version does not know: %s (a newer PRM service?)",
+                   ", ".join(keys))
 
 
 @dataclass

@@ -182,6 +182,7 @@ STATS = {"responses": 1, "segments": 2}
     ('{"scores": [[0.5]], "stats": STATS}', "response 0: [0.5] is not 2 scores"),
     ('{"stats": STATS}', "no 'scores' list"),
     ('{"scores": [[0.5, 0.5]]}', "'stats' are missing or malformed"),
+    ('{"scores": [[0.5, 0.5]], "stats": [1, 2]}', "'stats' are missing or malformed"),
     ('<html>oops</html>', "not JSON"),
 ])
 def test_client_refuses_garbage_scores_with_a_named_error(body, message):
@@ -210,3 +211,17 @@ def test_client_passes_valid_scores_as_floats():
 
     scores, stats = checked_reply({"scores": [[0, 1, 0.25]], "stats": STATS}, [["a", "b", "c"]], "test")
     assert scores == [[0.0, 1.0, 0.25]] and all(type(v) is float for v in scores[0]) and stats.segments == 2
+
+
+def test_stats_fields_a_newer_service_adds_are_left_out_with_a_warning(caplog):
+    """Before: PRMStats(**stats) raised TypeError on a field it did not know, so a service one
+    version ahead of the trainer failed every call although its scores were fine."""
+    from prpo_openrlhf.prm.client import checked_reply
+
+    with caplog.at_level("WARNING", logger="prpo_openrlhf.prm.scorer"):
+        for _ in range(2):
+            scores, stats = checked_reply({"scores": [[0.5, 1.0]], "stats": {**STATS, "queue_s": 0.3}},
+                                          [["a", "b"]], "test")
+    assert scores == [[0.5, 1.0]] and stats.responses == 1 and stats.segments == 2
+    warnings = [r.getMessage() for r in caplog.records if "queue_s" in r.getMessage()]
+    assert len(warnings) == 1 and "does not know: queue_s" in warnings[0]  # once, not per call
