@@ -190,8 +190,8 @@ class PRMScorer:
             vdtype = str(resolve_dtype(dtype, self.device)).replace("torch.", "")
             engine = AsyncVLLMBackend if async_engine else VLLMBackend
             self.backend = engine(self.model_name_or_path, tag_id=self.inputs.tag_id,
-                                       max_length=self.max_length, dtype=vdtype,
-                                       tokenizer=tokenizer, engine_kwargs=engine_kwargs)
+                                  max_length=self.max_length, dtype=vdtype,
+                                  tokenizer=tokenizer, engine_kwargs=engine_kwargs)
         self.last_stats: PRMStats | None = None
 
     @property
