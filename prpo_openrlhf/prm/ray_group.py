@@ -44,15 +44,12 @@ class PRMActorGroupError(RuntimeError):
     """A PRM actor kept failing (or its placement group could not be scheduled)."""
 
 
-def pin_process(cpus: set[int], niceness: int | None = None) -> None:
-    """Every thread of this process (Ray's own included) on ``cpus``, and at ``niceness`` if
-    given; threads and processes started later inherit both. Linux's affinity and niceness are
-    per thread, hence the walk over /proc."""
+def pin_process(cpus: set[int]) -> None:
+    """Every thread of this process (Ray's own included) on ``cpus``; threads and processes
+    started later inherit it. Linux's affinity is per thread, hence the walk over /proc."""
     for tid in os.listdir("/proc/self/task"):
         try:
             os.sched_setaffinity(int(tid), cpus)
-            if niceness is not None:
-                os.setpriority(os.PRIO_PROCESS, int(tid), niceness)
         except ProcessLookupError:  # a thread that ended meanwhile
             pass
 
@@ -66,10 +63,7 @@ class PRMActor:
             # A PRM on cores of its own, the rest of the training on the others: on one machine,
             # the cluster's split of the PRM's hardware from the policy's (benchmarks only).
             cpus = {int(c) for c in os.environ[PIN_ENV].split(",")}
-            # Ray starts its workers at niceness 15; on a core of its own that matters only against
-            # the machine's other work (kernel threads such as kdamond), which the PRM server, started
-            # at 0, would beat. The same niceness keeps the actor and the server comparable.
-            pin_process(cpus, niceness=0 if os.geteuid() == 0 else None)
+            pin_process(cpus)
             num_threads = num_threads or len(cpus)
             logger.warning("PRM actor pinned to CPUs %s (%s)", sorted(cpus), PIN_ENV)
         if num_threads:

@@ -1,6 +1,5 @@
 """PRMActorGroup on a local 2-CPU Ray cluster: sharding, async calls, actors killed mid-batch."""
 import os
-import re
 import signal
 import time
 
@@ -173,17 +172,15 @@ def test_pin_process_moves_every_thread_and_what_starts_later():
         "from prpo_openrlhf.prm.ray_group import pin_process\n"
         "ev = threading.Event()\n"
         "t = threading.Thread(target=ev.wait, daemon=True); t.start()\n"
-        "os.nice(3)\n"  # raising niceness needs no privilege; lowering it back (below) does
-        f"pin_process({{{cpus[-1]}}}, niceness=5)\n"
+        f"pin_process({{{cpus[-1]}}})\n"
         "tids = os.listdir('/proc/self/task')\n"
-        "print(sorted({c for tid in tids for c in os.sched_getaffinity(int(tid))}), len(tids),\n"
-        "      sorted({os.getpriority(os.PRIO_PROCESS, int(tid)) for tid in tids}))\n"
-        "print(subprocess.run([sys.executable, '-c', 'import os; print(sorted(os.sched_getaffinity(0)), os.nice(0))'],\n"
+        "print(sorted({c for tid in tids for c in os.sched_getaffinity(int(tid))}), len(tids))\n"
+        "print(subprocess.run([sys.executable, '-c', 'import os; print(sorted(os.sched_getaffinity(0)))'],\n"
         "                     capture_output=True, text=True).stdout.strip())\n"
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     threads_line, child_line = out.stdout.strip().splitlines()
-    # every thread (the waiting one and the main one at least) on the last CPU at niceness 5
-    assert re.fullmatch(rf"\[{cpus[-1]}\] ([2-9]|\d\d+) \[5\]", threads_line), threads_line
-    assert child_line == f"[{cpus[-1]}] 5"
+    allowed, n_threads = threads_line.rsplit(" ", 1)
+    assert allowed == f"[{cpus[-1]}]" and int(n_threads) >= 2  # the waiting thread and the main one at least
+    assert child_line == f"[{cpus[-1]}]"
