@@ -168,8 +168,6 @@ class AsyncVLLMBackend(VLLMBackend):
     together by vLLM's scheduler as they arrive, continuous batching as in vLLM's server. Its
     engine core runs in a process of its own. Only :meth:`positive_probs_async` scores."""
 
-    name = "vllm"
-
     def __init__(self, model_name_or_path: str, *, tag_id: int, max_length: int, dtype: str,
                  tokenizer: str | None = None, engine_kwargs: dict | None = None):
         from vllm import AsyncEngineArgs
