@@ -100,8 +100,10 @@ def build_scorer(args):
 
         ray.init(address=args.ray_address, include_dashboard=False)
         kwargs.pop("device", None)
-        return PRMActorGroup(args.model or args.backend, num_actors=args.num_actors, backend=args.backend,
-                             **kwargs)
+        group = PRMActorGroup(args.model or args.backend, num_actors=args.num_actors, backend=args.backend,
+                              **kwargs)
+        group.ready()  # the service answers /health once its actors have loaded the model
+        return group
     from prpo_openrlhf.prm.factory import make_scorer
 
     return make_scorer(args.model, args.backend, **kwargs)

@@ -218,7 +218,8 @@ class PRMActorGroup:
     many responses, so that a call of one prompt group goes to one actor); num_gpus_per_actor (default 1 if the cluster has GPUs, else 0);
     num_cpus_per_actor (1); max_failures per shard and call (3); max_restarts per actor
     (-1 = unlimited: over a long training an actor may die more than a few times);
-    placement_strategy ("PACK"); ready_timeout_s (600, covers model loading);
+    placement_strategy ("PACK"); ready_timeout_s (600, covers model loading: the actors load in
+    the background, and the first call or :meth:`ready` waits for them);
     call_timeout_s (600: the deadline of each call from its dispatch; None = no deadline);
     coalesce (False: each actor scores its calls one by one; True: the calls that reach an actor
     during a forward share its next one, see coalesce.py); async_engine (False; True, vllm
@@ -249,7 +250,9 @@ class PRMActorGroup:
         self.min_shard_responses = max(1, min_shard_responses)
         self._next_actor = 0
         self._lock = threading.Lock()  # the turn and the failure count, for calls from threads
+        self._ready_lock = threading.Lock()  # held while the first caller waits for the actors
         self.ready_timeout_s = ready_timeout_s
+        ready_by = time.monotonic() + ready_timeout_s
         self.call_timeout_s = call_timeout_s
         self.model_name_or_path, self.backend = str(model_name_or_path), backend
         self.counts = {"calls": [0] * num_actors, "failures": [0] * num_actors}
@@ -263,8 +266,7 @@ class PRMActorGroup:
             bundle[node_resource] = BUNDLE_SHARE
         self.placement_group = placement_group([dict(bundle) for _ in range(num_actors)],
                                                strategy=placement_strategy)
-        self._wait_ready(self.placement_group.ready(), ready_timeout_s,
-                         f"placement group of {num_actors} x {bundle}")
+        self._wait_ready(self.placement_group.ready(), ready_by, f"placement group of {num_actors} x {bundle}")
         remote_cls = ray.remote(AsyncPRMActor if async_engine else PRMActor)
         if async_engine:
             scorer_kwargs = {**scorer_kwargs, "async_engine": True}
@@ -279,16 +281,27 @@ class PRMActorGroup:
             ).remote(model_name_or_path, backend, scorer_kwargs, threads, coalesce)
             for i in range(num_actors)
         ]
-        # What the actors said at start-up: describe() answers from it without asking them.
-        self.started = self._wait_ready([a.info.remote() for a in self.actors], ready_timeout_s,
-                                        f"{num_actors} PRM actors ({model_name_or_path})")
+        # The actors load their model while the caller goes on (the trainer starts the policy's
+        # actors meanwhile: 30 s sooner to the first step of the embedded run); the first call,
+        # ready() or describe() waits for them.
+        self._start = ([a.info.remote() for a in self.actors], ready_by, f"{num_actors} PRM actors ({model_name_or_path})")
+        self._started: list[dict] | None = None
 
-    def _wait_ready(self, refs, timeout: float, what: str):
+    def ready(self) -> list[dict]:
+        """What each actor said once its model was loaded (pid, host, max_length, ...); blocks
+        until then, at most ``ready_timeout_s`` from the group's creation, and raises
+        :class:`PRMActorGroupError` (the group shut down) if an actor failed to start or timed out."""
+        with self._ready_lock:
+            if self._started is None:
+                self._started = self._wait_ready(*self._start)
+            return self._started
+
+    def _wait_ready(self, refs, ready_by: float, what: str):
         try:
-            return ray.get(refs, timeout=timeout)
+            return ray.get(refs, timeout=max(0.0, ready_by - time.monotonic()))
         except ray.exceptions.GetTimeoutError as err:
             self.shutdown()
-            raise PRMActorGroupError(f"{what} not ready within {timeout:.0f} s; cluster "
+            raise PRMActorGroupError(f"{what} not ready within {self.ready_timeout_s:.0f} s; cluster "
                                      f"resources: {ray.available_resources()}") from err
         except RayActorError as err:  # e.g. the checkpoint failed to load in an actor
             self.shutdown()
@@ -341,10 +354,11 @@ class PRMActorGroup:
 
     def describe(self) -> dict:
         """The group from the driver's own counters: never waits on a busy or restarting actor."""
-        first = self.started[0] if self.started else {}
+        started = self.ready()
+        first = started[0] if started else {}
         with self._lock:
             actors = [{"pid_at_start": s.get("pid"), "host": s.get("host"), "calls": c, "failures": f}
-                      for s, c, f in zip(self.started, self.counts["calls"], self.counts["failures"])]
+                      for s, c, f in zip(started, self.counts["calls"], self.counts["failures"])]
         return {"model": self.model_name_or_path, "backend": self.backend,
                 "max_length": first.get("max_length"), "step_tag": first.get("step_tag"),
                 "call_timeout_s": self.call_timeout_s, "actors": actors}
@@ -357,6 +371,7 @@ class PRMActorGroup:
         from .inputs import validate_batch
 
         validate_batch(problems, segments)
+        self.ready()  # the call's deadline counts from a loaded PRM
         return PRMScoreFuture(self, list(problems), [list(s) for s in segments],
                               max_failures or self.max_failures,
                               self.call_timeout_s if timeout_s is None else timeout_s)

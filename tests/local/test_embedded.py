@@ -40,3 +40,24 @@ def test_private_head_answers_on_its_own_ports_and_stops_alone(tmp_path):
         with pytest.raises(requests.ConnectionError):
             requests.get(f"{ours}/api/version", timeout=5)
     assert _raylets() - before == set()
+
+
+def test_heldout_evaluation_gives_the_same_figures_on_a_loaded_machine():
+    # The start policy's evaluation is the reference of every run's gain: its sampled figure must
+    # not move with the machine's load (an engine core in a process of its own made it do so).
+    import sys
+
+    from prpo_openrlhf.local.embedded import evaluate
+    from prpo_openrlhf.local.warmup import WarmupConfig, shipped_policy
+
+    policy, _ = shipped_policy(WarmupConfig())
+    quiet = evaluate(policy, 64)
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        loaded = evaluate(policy, 64)
+    finally:
+        for b in burners:
+            b.kill()
+    assert quiet["sampled"]["samples_per_problem"] == 4 and 0.3 < quiet["sampled"]["accuracy"] < 1.0
+    for kind in ("greedy", "sampled"):
+        assert loaded[kind] == quiet[kind]
