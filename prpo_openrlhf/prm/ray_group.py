@@ -282,8 +282,8 @@ class PRMActorGroup:
             for i in range(num_actors)
         ]
         # The actors load their model while the caller goes on (the trainer starts the policy's
-        # actors meanwhile: 30 s sooner to the first step of the embedded run); the first call,
-        # ready() or describe() waits for them.
+        # actors meanwhile, not after the PRM has loaded); the first call, ready() or describe()
+        # waits for them.
         self._start = ([a.info.remote() for a in self.actors], ready_by, f"{num_actors} PRM actors ({model_name_or_path})")
         self._started: list[dict] | None = None
 
@@ -353,7 +353,8 @@ class PRMActorGroup:
         return ray.get([a.info.remote() for a in self.actors])
 
     def describe(self) -> dict:
-        """The group from the driver's own counters: never waits on a busy or restarting actor."""
+        """The group from the driver's own counters: once started (see :meth:`ready`), never waits
+        on a busy or restarting actor."""
         started = self.ready()
         first = started[0] if started else {}
         with self._lock:
