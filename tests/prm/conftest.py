@@ -15,3 +15,16 @@ def hf_scorer(tiny_prm_path):
     from prpo_openrlhf.prm import PRMScorer
 
     return PRMScorer(tiny_prm_path, "hf", dtype="fp32", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A local 2-CPU Ray for the module's PRM actor groups; a cluster another module left running
+    is reused, and only one started here is shut down."""
+    ray = pytest.importorskip("ray")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    if started:
+        ray.shutdown()

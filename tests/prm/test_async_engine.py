@@ -6,7 +6,7 @@ from prpo_openrlhf.prm import PRMScorer
 
 from .reference import PROBLEMS, SEGMENTS
 
-ray = pytest.importorskip("ray")
+pytest.importorskip("ray")
 MAX_LEN = 512
 
 
@@ -15,13 +15,10 @@ def test_the_async_backend_scores_only_through_its_async_path():
         PRMScorer("unused", "hf", async_engine=True)
 
 
-def test_concurrent_groups_share_the_engine_and_score_like_hf(tiny_prm_path):
+def test_concurrent_groups_share_the_engine_and_score_like_hf(ray_cluster, tiny_prm_path):
     from prpo_openrlhf.prm import PRMActorGroup
 
     hf = PRMScorer(tiny_prm_path, "hf", device="cpu", max_length=MAX_LEN)
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     group = None
     try:
         group = PRMActorGroup(tiny_prm_path, num_actors=1, backend="vllm", async_engine=True, dtype="fp32",
@@ -44,5 +41,3 @@ def test_concurrent_groups_share_the_engine_and_score_like_hf(tiny_prm_path):
     finally:
         if group is not None:
             group.shutdown()
-        if started:
-            ray.shutdown()

@@ -75,16 +75,11 @@ def test_calls_arriving_during_a_forward_share_the_next_one(hf_scorer):
     assert len(results["big"][0]) == len(big_p)
 
 
-def test_an_actor_group_with_coalesce_scores_concurrent_groups_in_shared_forwards(tiny_prm_path, hf_scorer):
+def test_an_actor_group_with_coalesce_scores_concurrent_groups_in_shared_forwards(ray_cluster, tiny_prm_path, hf_scorer):
     """PRMActorGroup(coalesce=True): 12 one-group calls dispatched at once to one actor come back
     right, in fewer forwards than calls (the actor's own count)."""
-    import ray
-
     from prpo_openrlhf.prm import PRMActorGroup
 
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     group = None
     try:
         group = PRMActorGroup(tiny_prm_path, num_actors=1, backend="hf", dtype="fp32", coalesce=True,
@@ -102,5 +97,3 @@ def test_an_actor_group_with_coalesce_scores_concurrent_groups_in_shared_forward
     finally:
         if group is not None:
             group.shutdown()
-        if started:
-            ray.shutdown()

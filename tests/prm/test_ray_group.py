@@ -15,21 +15,13 @@ BIG_SEGMENTS = [[s * (1 + i % 3) for s in SEGMENTS[i % 4]] + [f"check {i}"] for 
 
 
 @pytest.fixture(scope="module")
-def group(tiny_prm_path):
+def group(ray_cluster, tiny_prm_path):
     from prpo_openrlhf.prm import PRMActorGroup
 
-    # Reuse a cluster another test module left running; only shut down the one started here.
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        grp = PRMActorGroup(tiny_prm_path, num_actors=2, backend="hf", dtype="fp32",
-                            max_failures=3, ready_timeout_s=300)
-        yield grp
-        grp.shutdown()
-    finally:
-        if started:
-            ray.shutdown()
+    grp = PRMActorGroup(tiny_prm_path, num_actors=2, backend="hf", dtype="fp32",
+                        max_failures=3, ready_timeout_s=300)
+    yield grp
+    grp.shutdown()
 
 
 def test_group_scores_equal_the_local_scorer(group, hf_scorer):

@@ -4,20 +4,10 @@ import pytest
 
 from .reference import PROBLEMS, SEGMENTS
 
-ray = pytest.importorskip("ray")
+pytest.importorskip("ray")
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    started = not ray.is_initialized()  # reuse a cluster another module left running
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    if started:
-        ray.shutdown()
-
-
-def test_the_group_returns_before_its_actors_have_loaded(cluster, tiny_prm_path, hf_scorer):
+def test_the_group_returns_before_its_actors_have_loaded(ray_cluster, tiny_prm_path, hf_scorer):
     from prpo_openrlhf.prm import PRMActorGroup
 
     group = PRMActorGroup(tiny_prm_path, num_actors=1, backend="hf", dtype="fp32", ready_timeout_s=300)
@@ -31,7 +21,7 @@ def test_the_group_returns_before_its_actors_have_loaded(cluster, tiny_prm_path,
         group.shutdown()
 
 
-def test_an_actor_that_cannot_load_its_model_fails_the_first_call_by_name(cluster, tmp_path):
+def test_an_actor_that_cannot_load_its_model_fails_the_first_call_by_name(ray_cluster, tmp_path):
     from prpo_openrlhf.prm import PRMActorGroup, PRMActorGroupError
 
     missing = tmp_path / "no-such-prm"
